@@ -1,0 +1,41 @@
+"""xnetmap: do two trained image classifiers extract the same information from images?
+
+Split ONNX classifiers into a feature extractor F and a classifier C, extract
+features, fit affine maps between feature spaces, and measure how well each
+classifier labels images from the other network's mapped features
+(McNeely-White, Beveridge & Draper, 2019).
+
+The public API is re-exported here lazily so that ``import xnetmap`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "XnetmapError": "xnetmap.errors",
+    "UsageError": "xnetmap.errors",
+    "InputError": "xnetmap.errors",
+    "ModelRejected": "xnetmap.errors",
+    "VerificationFailed": "xnetmap.errors",
+    "TooManyBadImages": "xnetmap.errors",
+    "DeviceUnavailable": "xnetmap.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xnetmap' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,3 @@
+from xnetmap.cli import main
+
+main()
