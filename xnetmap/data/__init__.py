@@ -1,1 +1,40 @@
-"""xnetmap.data"""
+"""xnetmap.data: dataset readers, image decoding, preprocessing that travels with the model.
+
+- :func:`open_dataset` / :class:`Dataset`: ImageFolder trees, flat folders with a
+  labels file, IDX (gz or raw), .npz/.npy arrays, unlabeled folders.
+- :func:`decode_image` / :class:`UnreadableImage`: the one fixed decoding policy
+  (see :mod:`xnetmap.data.decode`).
+- :class:`PreprocessSpec`, :data:`PRESETS`, :func:`preprocess_sample`: the
+  ``xnetmap.preprocess`` metadata and how it turns an image into a tensor.
+- :func:`annotate_model`: write that metadata into a model.
+"""
+
+from __future__ import annotations
+
+from .annotate import annotate_model
+from .datasets import KINDS, Dataset, open_dataset
+from .decode import MAX_PIXELS, UnreadableImage, decode_image
+from .preprocess import (
+    LABELS_KEY,
+    PREPROCESS_KEY,
+    PRESETS,
+    PreprocessSpec,
+    overrides_from_strings,
+    preprocess_sample,
+)
+
+__all__ = [
+    "KINDS",
+    "LABELS_KEY",
+    "MAX_PIXELS",
+    "PREPROCESS_KEY",
+    "PRESETS",
+    "Dataset",
+    "PreprocessSpec",
+    "UnreadableImage",
+    "annotate_model",
+    "decode_image",
+    "open_dataset",
+    "overrides_from_strings",
+    "preprocess_sample",
+]

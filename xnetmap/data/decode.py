@@ -1,0 +1,165 @@
+"""Decode one image file with Pillow, the same way for every model.
+
+The decoding policy is fixed, so that two models compared by xnetmap always see
+the same pixels (only their own preprocessing differs):
+
+- **Format**: sniffed from the content, never from the file name (a PNG named
+  ``.JPEG``, as a few ILSVRC2012 files are, decodes fine).
+- **EXIF orientation**: applied (``PIL.ImageOps.exif_transpose``), so an image
+  is seen upright, as a photo viewer shows it. NOTE: torchvision's default
+  PIL loader does *not* apply it; the difference only touches files that carry
+  an orientation tag other than 1 (rare in ILSVRC2012).
+- **Colour**: the result is ``"L"`` for single-channel sources (L, 1, LA, I;16*,
+  I, F) and ``"RGB"`` for everything else. Alpha is dropped (the stored colours
+  are kept, not composited on a background), like ``Image.convert("RGB")``;
+  palette images go through RGBA first so palette transparency is handled
+  without Pillow's warning. CMYK and YCbCr use Pillow's conversion (embedded
+  ICC profiles are ignored). 16-bit greyscale (``I;16``) is mapped to 8 bits by
+  ``round(v / 257)`` (0 -> 0, 65535 -> 255); 32-bit integer ``I`` is clipped
+  to 0..65535 first and mapped the same way; float ``F`` is clipped to 0..255.
+- **Decompression bombs**: an image with more than :data:`MAX_PIXELS`
+  (89,478,485 = Pillow's warning threshold, about 9,459 x 9,459) pixels is
+  refused from its header, before any pixel is decoded.
+- **Errors**: a missing file, a truncated file, a file that is not an image or
+  an image over the limit raises :class:`UnreadableImage` naming the file and
+  the reason. Nothing is ever substituted; the caller's ``max_bad`` policy
+  decides what happens next. Truncated images are not "repaired"
+  (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+#: Largest number of pixels (width x height) accepted; larger files raise UnreadableImage.
+MAX_PIXELS = 89_478_485
+
+
+class UnreadableImage(Exception):
+    """One sample could not be decoded.
+
+    Attributes
+    ----------
+    path : str
+        The file (or ``array[index]`` description) that failed.
+    reason : str
+        Why, in words (truncated, not an image, too large, ...).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _to_canonical(img, path: str):
+    """Convert a loaded Pillow image to ``"L"`` or ``"RGB"`` per the module policy."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode in ("1", "LA", "La"):
+        return img.convert("L")
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img)
+        a = np.clip(a.astype(np.int64), 0, 65535)
+        a8 = ((a * 2 + 257) // 514).astype(np.uint8)  # round(v / 257), half up
+        return Image.fromarray(a8)
+    if mode == "F":
+        a = np.clip(np.asarray(img, dtype=np.float32), 0, 255)
+        return Image.fromarray(np.rint(a).astype(np.uint8))
+    if mode in ("P", "PA"):
+        return img.convert("RGBA").convert("RGB")
+    if mode in ("RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise UnreadableImage(path, f"unsupported image mode {mode!r}: {err}") from err
+
+
+def decode_image(path: str | os.PathLike):
+    """Open, fully decode and normalise one image file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Image file; its format is sniffed from the content.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"L"`` or ``"RGB"``, EXIF orientation applied, fully loaded.
+
+    Raises
+    ------
+    UnreadableImage
+        Missing, truncated, not an image, over :data:`MAX_PIXELS`, or an
+        unsupported mode.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and later raises) on big images; we apply our own limit first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with open(path, "rb") as fh:
+                img = Image.open(fh)
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise UnreadableImage(
+                        path,
+                        f"image is {w}x{h} = {w * h:,} pixels, over the decompression-bomb "
+                        f"limit of {MAX_PIXELS:,} pixels",
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_canonical(img, str(path))
+    except UnreadableImage:
+        raise
+    except FileNotFoundError as err:
+        raise UnreadableImage(path, "file not found") from err
+    except UnidentifiedImageError as err:
+        raise UnreadableImage(path, "not an image Pillow can identify") from err
+    except Image.DecompressionBombError as err:
+        raise UnreadableImage(path, f"decompression bomb: {err}") from err
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        # Pillow reports truncated data as OSError("image file is truncated ...").
+        raise UnreadableImage(path, f"cannot decode: {err}") from err
+
+
+def image_from_array(a: np.ndarray, where: str = "array"):
+    """Wrap one uint8 sample of an array dataset as a Pillow image.
+
+    Parameters
+    ----------
+    a : ndarray of shape (H, W) or (H, W, C), dtype uint8, C in {1, 3, 4}
+        One image.
+    where : str
+        Description used in errors (e.g. ``"images.npy[12]"``).
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``"L"`` (C = 1 or 2-D) or ``"RGB"`` (C = 3; C = 4 drops alpha).
+    """
+    from PIL import Image
+
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        raise UnreadableImage(where, f"dtype {a.dtype} is not uint8")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(a))
+    if a.ndim == 3 and a.shape[2] == 3:
+        return Image.fromarray(np.ascontiguousarray(a))
+    if a.ndim == 3 and a.shape[2] == 4:
+        return Image.fromarray(np.ascontiguousarray(a[:, :, :3]))
+    raise UnreadableImage(where, f"shape {a.shape} is not (H, W) or (H, W, C) with C in 1, 3, 4")
