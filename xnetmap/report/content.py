@@ -1,0 +1,292 @@
+"""What a study report says, as a list of neutral blocks rendered to Markdown and HTML.
+
+Keeping the content in one place means ``report.md`` and ``report.html`` cannot
+disagree. Blocks are :class:`Heading`, :class:`Para`, :class:`Table` and :class:`Image`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from xnetmap.study.table import (
+    TABLE1_HEADER,
+    Study,
+    format_count,
+    format_points,
+    table1_rows,
+)
+
+LOSS_PNG = "loss.png"
+AGREEMENT_PNG = "agreement.png"
+CKA_PNG = "cka.png"
+
+LABEL_FREE_SENTENCE = (
+    "The validation set has no labels, so accuracy, the loss, its interval and McNemar's "
+    "test cannot be measured: this report gives label-free agreement only (how often B's "
+    "classifier gives A's mapped features the same label as B's own features), with CKA "
+    "and the quality of each fitted map."
+)
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    name: str = ""  # stable identifier (e.g. "table1"), not rendered
+
+
+@dataclass(frozen=True)
+class Image:
+    file: str
+    alt: str
+
+
+def fmt(x, spec: str = "{:.1f}", missing: str = "n/a") -> str:
+    """Format a number, ``missing`` for None / NaN."""
+    if x is None:
+        return missing
+    try:
+        if isinstance(x, float) and not math.isfinite(x):
+            return missing
+    except TypeError:
+        return missing
+    return spec.format(x)
+
+
+def fmt_p(p) -> str:
+    """p-values: three significant digits; a floor for underflow."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    if p < 1e-300:
+        return "<1e-300"
+    return f"{p:.3g}"
+
+
+def fmt_ci(ci) -> str:
+    if ci is None or any(v is None or not math.isfinite(v) for v in ci):
+        return "n/a"
+    return f"[{format_points(ci[0])}, {format_points(ci[1])}]"
+
+
+def table1_table(study: Study) -> Table:
+    rows = tuple(r.cells() for r in table1_rows(study))
+    return Table(TABLE1_HEADER, rows, name="table1")
+
+
+def matrix_table(study: Study, attribute: str, spec: str, diagonal: str, name: str) -> Table:
+    """N x N table of a pair attribute; rows = source A, columns = target B."""
+    codes = study.codes
+    scale = 100.0 if attribute == "agreement" else 1.0
+    header = ("A \\ B", *(codes[n] for n in study.names))
+    M = study.matrix(attribute)
+    rows = []
+    for i, a in enumerate(study.names):
+        cells = []
+        for j in range(len(study.names)):
+            if i == j:
+                cells.append(diagonal)
+            else:
+                v = M[i, j]
+                cells.append(fmt(v * scale if math.isfinite(v) else None, spec))
+        rows.append((f"{codes[a]} ({a})", *cells))
+    return Table(header, tuple(rows), name=name)
+
+
+def has_cka(study: Study) -> bool:
+    return any(p.cka is not None for p in study.pairs)
+
+
+def _val(study: Study):
+    for d in study.datasets:
+        if d.role == "val":
+            return d
+    return None
+
+
+def build_blocks(study: Study) -> list:
+    """The report's content, in order."""
+    b: list = [Heading(1, "xnetmap study")]
+    codes = study.codes
+    n_models = len(study.models)
+    val = _val(study)
+    n_val = study.models[0].n if study.models else 0
+    where = (
+        f"{val.description} ({format_count(n_val)} samples)"
+        if val
+        else (f"{format_count(n_val)} validation samples")
+    )
+    head = "their own classifiers" if study.head == "native" else "softmax linear probes"
+    b.append(
+        Para(
+            f"{n_models} models compared on {where}, using {head} as C. Each ordered pair "
+            "A → B maps A's features into B's feature space with an affine map fitted on "
+            "training features, and labels them with B's classifier. Loss = "
+            "Acc(C_B(F_B)) − Acc(C_B(M F_A)) in points; a negative loss is a gain."
+        )
+    )
+    if study.labelled:
+        if n_models > 2:
+            b.append(Heading(2, "Loss matrix (points)"))
+            b.append(matrix_table(study, "loss", "{:.1f}", "—", "loss_matrix"))
+            b.append(Heading(2, "Agreement matrix (% of samples)"))
+            b.append(matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"))
+        b.append(Heading(2, "Table 1"))
+        b.append(table1_table(study))
+        b.append(Heading(2, "Intervals and tests"))
+        b.append(
+            Para(
+                "95 % paired bootstrap intervals of the loss (the same resampled images for "
+                "both classifiers' inputs) and McNemar's test between B's predictions on its "
+                "own features and on A's mapped features (b: native right and mapped wrong; "
+                "c: native wrong and mapped right; exact binomial test when b + c < 25, "
+                "else chi-square with continuity correction)."
+            )
+        )
+        rows = []
+        for p in study.pairs:
+            rows.append(
+                (
+                    study.mapping(p.source, p.target),
+                    fmt(p.loss, "{:.2f}"),
+                    fmt_ci(p.loss_ci),
+                    fmt(p.top5_percent),
+                    fmt(None if p.agreement is None else 100 * p.agreement),
+                    fmt(p.mcnemar_b, "{:,}"),
+                    fmt(p.mcnemar_c, "{:,}"),
+                    fmt(p.mcnemar_statistic, "{:.3g}"),
+                    fmt_p(p.mcnemar_p),
+                    p.mcnemar_method or "n/a",
+                )
+            )
+        header = (
+            "Mapping",
+            "Loss",
+            "95% CI",
+            "Top-5 %",
+            "Agreement %",
+            "b",
+            "c",
+            "Statistic",
+            "p",
+            "Test",
+        )
+        b.append(Table(header, tuple(rows), name="intervals"))
+        b.append(Heading(3, "Native top-5"))
+        b.append(
+            Table(
+                ("Model", "Mapping", "Top-1 %", "Top-5 %"),
+                tuple(
+                    (m.name, study.mapping(m.name, m.name), fmt(m.percent), fmt(m.top5_percent))
+                    for m in study.models
+                ),
+                name="native_top5",
+            )
+        )
+    else:
+        b.append(Para(LABEL_FREE_SENTENCE))
+        b.append(Heading(2, "Agreement matrix (% of samples)"))
+        b.append(matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"))
+        b.append(
+            Table(
+                ("Description", "Mapping", "Agreement %"),
+                tuple(
+                    (
+                        f"{p.source} to {p.target}",
+                        study.mapping(p.source, p.target),
+                        fmt(None if p.agreement is None else 100 * p.agreement),
+                    )
+                    for p in study.pairs
+                ),
+                name="agreement",
+            )
+        )
+    if has_cka(study):
+        b.append(Heading(2, "Representational similarity (linear CKA)"))
+        b.append(
+            Para(
+                "Linear CKA between the models' validation features: 1 means the two feature "
+                "spaces agree up to a rotation and an isotropic scaling. Computed from d × d "
+                "cross-covariances, without an n × n Gram matrix."
+            )
+        )
+        b.append(matrix_table(study, "cka", "{:.3f}", "1.000", "cka_matrix"))
+    b.append(Heading(2, "Fit quality (held-out training features)"))
+    b.append(
+        Table(
+            ("Mapping", "Cosine", "R²"),
+            tuple(
+                (
+                    study.mapping(p.source, p.target),
+                    fmt(p.fit_cosine, "{:.4f}"),
+                    fmt(p.fit_r2, "{:.4f}"),
+                )
+                for p in study.pairs
+            ),
+            name="fit",
+        )
+    )
+    b.append(Heading(2, "Heatmaps"))
+    if study.labelled:
+        b.append(Image(LOSS_PNG, "Loss matrix (points)"))
+    b.append(Image(AGREEMENT_PNG, "Agreement matrix (%)"))
+    if has_cka(study):
+        b.append(Image(CKA_PNG, "Linear CKA matrix"))
+    b.append(Heading(2, "Settings"))
+    b.append(
+        Table(
+            ("Setting", "Value"),
+            tuple((str(k), _setting(v)) for k, v in sorted(study.settings.items()))
+            + (("head", study.head),),
+            name="settings",
+        )
+    )
+    b.append(Heading(2, "Provenance"))
+    b.append(
+        Table(
+            ("Code", "Model", "File", "SHA-256", "Features", "Cut"),
+            tuple(
+                (
+                    codes[m.name],
+                    m.name,
+                    m.path or "n/a",
+                    m.sha256 or "n/a",
+                    fmt(m.feature_dim, "{:,}"),
+                    m.cut or "n/a",
+                )
+                for m in study.models
+            ),
+            name="models",
+        )
+    )
+    if study.datasets:
+        b.append(
+            Table(
+                ("Role", "Dataset", "Samples", "Fingerprint"),
+                tuple(
+                    (d.role, d.description, fmt(d.n, "{:,}"), d.fingerprint or "n/a")
+                    for d in study.datasets
+                ),
+                name="datasets",
+            )
+        )
+    b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
+    return b
+
+
+def _setting(v) -> str:
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, default=str)
