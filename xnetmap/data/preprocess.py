@@ -382,13 +382,32 @@ def overrides_from_strings(*, size: str | None = None, resize: str | None = None
 
 
 def _load_model(path, load_external_data: bool):
+    """Read a model through xnetmap.graph.load_model (the one safe loader).
+
+    NOTE: while the graph package cannot be imported (it is being built in
+    parallel) a plain ``onnx.load`` with the same error mapping stands in.
+    """
     try:
         from ..graph.load import load_model
-    except ImportError:  # pragma: no cover - graph module always present in the package
-        import onnx
-
-        return onnx.load(os.fspath(path), load_external_data=load_external_data)
+    except ImportError:
+        return _fallback_load(Path(path), load_external_data)
     return load_model(path, load_external_data=load_external_data)
+
+
+def _fallback_load(path: Path, load_external_data: bool):
+    import onnx
+
+    from ..errors import ModelRejected
+
+    if not path.is_file():
+        raise InputError(f"model {path} does not exist")
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=load_external_data)
+    except Exception as err:  # protobuf DecodeError, OSError, ...
+        raise ModelRejected(f"{path} is not a valid ONNX model: {err}") from err
+    if not model.graph.node and not model.graph.input:
+        raise ModelRejected(f"{path} is not a valid ONNX model (empty graph)")
+    return model
 
 
 def _as_model(model_or_path):
