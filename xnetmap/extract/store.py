@@ -1,0 +1,249 @@
+"""The on-disk feature store: shards of features, ids, labels, mask, manifest.
+
+Layout of a store directory::
+
+    manifest.json            format version, model sha256, dataset fingerprint,
+                             preprocessing, shards (file, rows, sha256), bad samples,
+                             counts; "complete": true only once everything is written
+    ids.json                 sample ids, dataset order
+    labels.npy               int64 (n,), absent for unlabeled datasets
+    shard-00000.npy ...      features, rows [start, stop) of the dataset, (rows, D)
+    mask.npy                 bool (n,), True = unreadable sample (its row is all zero)
+
+Every file is written atomically (temp file in the same directory, fsync,
+rename, fsync of the directory), so a crash leaves either the old file or the
+new one, never a torn one. ``manifest.json`` lists only shards whose file was
+renamed into place, so a resumed run can trust it, and re-verifies the shard
+checksums anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..fsutil import atomic_write_bytes
+
+FORMAT = "xnetmap-feature-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+IDS = "ids.json"
+LABELS = "labels.npy"
+MASK = "mask.npy"
+
+
+def shard_name(k: int) -> str:
+    """File name of shard ``k``."""
+    return f"shard-{k:05d}.npy"
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """The ``.npy`` serialisation of ``arr`` (no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> str:
+    """Save ``arr`` as ``.npy`` atomically; returns the file's sha256 (hex)."""
+    data = npy_bytes(arr)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest of the store at ``path``, or None when there is none.
+
+    Raises
+    ------
+    InputError
+        The manifest exists but is not a readable xnetmap store manifest.
+    """
+    p = Path(path) / MANIFEST
+    if not p.exists():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"{p} is not valid JSON ({err}); remove the store or use --overwrite"
+        ) from err
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise InputError(
+            f"{p} is not an xnetmap feature-store manifest; use another -o or --overwrite"
+        )
+    if m.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{p} has store format version {m.get('format_version')}, newer than this xnetmap "
+            f"understands ({FORMAT_VERSION}); upgrade xnetmap"
+        )
+    return m
+
+
+class FeatureStore:
+    """A complete feature store opened for reading (features memory-mapped).
+
+    Attributes
+    ----------
+    path : Path
+    manifest : dict
+    n : int
+        Number of samples (rows), including masked ones.
+    dim : int
+        Feature width D.
+    ids : list of str
+        Sample ids, dataset order.
+    labels : ndarray of shape (n,) int64, or None
+    mask : ndarray of shape (n,) bool
+        True = unreadable sample; its feature row is all zero.
+    model_sha256 : str
+    run : dict
+        What the run that returned this store did (``extract_features`` fills it:
+        reused, resumed shards, recomputed shards, bad/non-finite/zero-norm counts).
+    """
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.n = int(manifest["n"])
+        self.dim = int(manifest["dim"])
+        self.model_sha256 = manifest["model_sha256"]
+        self.dtype = np.dtype(manifest["dtype"])
+        self._shards = manifest["shards"]
+        self._starts = np.array([s["start"] for s in self._shards], dtype=np.int64)
+        self._mm: dict[int, np.ndarray] = {}
+        self._ids: list[str] | None = None
+        self.run: dict = {}
+        labels_path = self.path / LABELS
+        self.labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
+        self.mask = np.load(self.path / MASK, allow_pickle=False).astype(bool)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> FeatureStore:
+        """Open a complete store.
+
+        Raises
+        ------
+        InputError
+            No store at ``path``, or it is incomplete (resume it with ``xnetmap extract``).
+        """
+        p = Path(path)
+        m = read_manifest(p)
+        if m is None:
+            raise InputError(
+                f"{p} is not a feature store (no {MANIFEST}); run `xnetmap extract` first"
+            )
+        if not m.get("complete"):
+            raise InputError(
+                f"feature store {p} is incomplete ({len(m.get('shards', []))} shard(s) written); "
+                "re-run the same `xnetmap extract` command to finish it"
+            )
+        return cls(p, m)
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = json.loads((self.path / IDS).read_text())
+        return self._ids
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _shard(self, k: int) -> np.ndarray:
+        mm = self._mm.get(k)
+        if mm is None:
+            mm = np.load(self.path / self._shards[k]["file"], mmap_mode="r", allow_pickle=False)
+            self._mm[k] = mm
+        return mm
+
+    def shard_arrays(self) -> Iterator[np.ndarray]:
+        """The shards as memory-mapped arrays of shape (rows_k, dim), in order."""
+        for k in range(len(self._shards)):
+            yield self._shard(k)
+
+    def features(self) -> np.ndarray:
+        """All features, ndarray of shape (n, dim) float32 (loads everything into memory).
+
+        For large stores prefer :meth:`iter_batches`.
+        """
+        out = np.empty((self.n, self.dim), dtype=np.float32)
+        for k, s in enumerate(self._shards):
+            out[s["start"] : s["stop"]] = self._shard(k)
+        return out
+
+    def take(self, indices) -> np.ndarray:
+        """Rows ``indices`` (any order), ndarray of shape (len(indices), dim) float32."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"index out of range for a store of {self.n} rows")
+        out = np.empty((idx.size, self.dim), dtype=np.float32)
+        if idx.size == 0:
+            return out
+        which = np.searchsorted(self._starts, idx, side="right") - 1
+        for k in np.unique(which):
+            sel = np.nonzero(which == k)[0]
+            out[sel] = self._shard(int(k))[idx[sel] - self._starts[k]]
+        return out
+
+    def iter_batches(self, batch_size: int, indices=None) -> Iterator[np.ndarray]:
+        """Yield float32 batches of shape (<= batch_size, dim) in order.
+
+        Parameters
+        ----------
+        batch_size : int
+        indices : array-like of int, optional
+            Rows to read, in this order; default all rows.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if indices is not None:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            for s in range(0, idx.size, batch_size):
+                yield self.take(idx[s : s + batch_size])
+            return
+        for s in range(0, self.n, batch_size):
+            yield self._contiguous(s, min(s + batch_size, self.n))
+
+    def _contiguous(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.dim), dtype=np.float32)
+        k = int(np.searchsorted(self._starts, start, side="right") - 1)
+        pos = start
+        while pos < stop:
+            s = self._shards[k]
+            hi = min(stop, s["stop"])
+            out[pos - start : hi - start] = self._shard(k)[pos - s["start"] : hi - s["start"]]
+            pos = hi
+            k += 1
+        return out
+
+    def verify(self) -> list[int]:
+        """Shards whose file is missing or fails its sha256 (indices into the manifest)."""
+        bad = []
+        for k, s in enumerate(self._shards):
+            p = self.path / s["file"]
+            if not p.exists() or sha256_file(p) != s["sha256"]:
+                bad.append(k)
+        return bad
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, n={self.n}, dim={self.dim}, dtype={self.dtype})"
