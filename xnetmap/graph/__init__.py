@@ -1,1 +1,13 @@
-"""xnetmap.graph"""
+"""xnetmap.graph: safe model loading, classifier-head detection, split into F and C.
+
+Public API: :func:`load_model`, :func:`file_sha256`, :func:`split_model`,
+:class:`SplitResult`, :func:`inspect_model`.
+"""
+
+from __future__ import annotations
+
+from .inspect import inspect_model
+from .load import file_sha256, load_model
+from .split import SplitResult, split_model
+
+__all__ = ["SplitResult", "file_sha256", "inspect_model", "load_model", "split_model"]
