@@ -1,4 +1,4 @@
-"""Tiny ONNX feature extractors and image datasets for the extract tests (built, never downloaded)."""
+"""Tiny ONNX feature extractors and image datasets for the extract tests (built here)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,151 @@
+"""extract_features + FeatureStore: known answers, determinism, reuse, checksums, refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from extract_fixtures import conv_features_model, write_idx_dataset
+
+from xnetmap.data import PreprocessSpec, open_dataset
+from xnetmap.errors import DeviceUnavailable, InputError, UsageError
+from xnetmap.extract import FeatureStore, extract_features, make_session, run_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("extract")
+    model = conv_features_model(tmp / "tiny.features.onnx")
+    images = write_idx_dataset(tmp / "idx", 300)
+    return tmp, model, f"idx:{images}"
+
+
+def _expected(model, spec_str):
+    """Features computed the plain way: preprocess every image, one onnxruntime call."""
+    ds = open_dataset(spec_str)
+    spec, _ = PreprocessSpec.from_model(model)
+    X = np.stack([spec.apply(ds.load(i)) for i in range(len(ds))])
+    return run_model(model, X, batch_size=len(X))["features"], ds
+
+
+def test_known_answer_and_two_runs_identical(setup, tmp_path):
+    _, model, data = setup
+    a = extract_features(model, data, tmp_path / "a", batch_size=32, shard_rows=64, workers=2)
+    b = extract_features(model, data, tmp_path / "b", batch_size=32, shard_rows=64, workers=0)
+    F, ds = _expected(model, data)
+    assert a.n == 300 and a.dim == 8 and len(a.manifest["shards"]) == 5
+    np.testing.assert_allclose(a.features(), F, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(a.features(), b.features())
+    assert a.ids == b.ids == ds.ids
+    assert np.array_equal(a.labels, ds.labels) and a.labels.dtype == np.int64
+    assert not a.mask.any()
+    assert a.manifest["complete"] is True
+    assert a.manifest["model_sha256"] == a.model_sha256
+    for s in a.manifest["shards"]:  # every shard file matches its recorded checksum
+        assert (tmp_path / "a" / s["file"]).exists()
+    assert a.verify() == []
+
+
+def test_reader_api(setup, tmp_path):
+    _, model, data = setup
+    st = extract_features(model, data, tmp_path / "s", batch_size=16, shard_rows=48,
+                          dtype="float16")
+    full = st.features()
+    assert full.dtype == np.float32 and st.dtype == np.float16
+    idx = [299, 0, 47, 48, 150]
+    assert np.array_equal(st.take(idx), full[idx])
+    got = np.concatenate(list(st.iter_batches(70)))
+    assert np.array_equal(got, full)
+    got = np.concatenate(list(st.iter_batches(2, indices=idx)))
+    assert np.array_equal(got, full[idx])
+    F, _ = _expected(model, data)
+    np.testing.assert_allclose(full, F.astype(np.float16).astype(np.float32))
+    reopened = FeatureStore.open(tmp_path / "s")
+    assert reopened.n == 300 and reopened.ids == st.ids
+
+
+def test_complete_store_reused_at_once(setup, tmp_path):
+    _, model, data = setup
+    first = extract_features(model, data, tmp_path / "s", batch_size=32, shard_rows=64)
+    again = extract_features(model, data, tmp_path / "s", batch_size=32)
+    assert first.run["reused"] is False and first.run["computed_rows"] == 300
+    assert again.run["reused"] is True and again.run["computed_rows"] == 0
+    assert np.array_equal(first.features(), again.features())
+
+
+def test_flipped_byte_detected_and_recomputed(setup, tmp_path):
+    _, model, data = setup
+    good = extract_features(model, data, tmp_path / "s", batch_size=32, shard_rows=64)
+    ref = good.features()
+    shard = tmp_path / "s" / "shard-00002.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-5] ^= 0x40  # a feature byte, not the header: np.load would still read it
+    shard.write_bytes(bytes(raw))
+    assert not np.array_equal(FeatureStore.open(tmp_path / "s").features(), ref)
+    assert FeatureStore.open(tmp_path / "s").verify() == [2]
+    fixed = extract_features(model, data, tmp_path / "s", batch_size=32)
+    assert fixed.run["recomputed_shards"] == [2]
+    assert fixed.run["computed_rows"] == 64 and fixed.run["resumed_shards"] == 4
+    assert np.array_equal(fixed.features(), ref)
+    assert fixed.verify() == []
+
+
+def test_fingerprint_refusal_and_overwrite(setup, tmp_path):
+    tmp, model, data = setup
+    extract_features(model, data, tmp_path / "s", batch_size=32)
+    with pytest.raises(UsageError, match="preprocess_digest"):
+        extract_features(model, data, tmp_path / "s", preprocess={"mean": [0.5]})
+    other = write_idx_dataset(tmp_path / "other", 300, seed=7)
+    with pytest.raises(UsageError, match="dataset_fingerprint"):
+        extract_features(model, f"idx:{other}", tmp_path / "s")
+    model2 = conv_features_model(tmp_path / "other.features.onnx", seed=5)
+    with pytest.raises(UsageError, match="model_sha256"):
+        extract_features(model2, data, tmp_path / "s")
+    with pytest.raises(UsageError, match="dtype"):
+        extract_features(model, data, tmp_path / "s", dtype="float16")
+    st = extract_features(model2, data, tmp_path / "s", overwrite=True)
+    assert st.run["reused"] is False and st.model_sha256 == st.manifest["features_sha256"]
+
+
+def test_refuses_foreign_directory_and_opens_only_complete(setup, tmp_path):
+    _, model, data = setup
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not part of a feature store"):
+        extract_features(model, data, tmp_path / "d", overwrite=True)
+    assert (tmp_path / "d" / "notes.txt").exists()
+    with pytest.raises(InputError, match="not a feature store"):
+        FeatureStore.open(tmp_path / "d")
+    st = extract_features(model, data, tmp_path / "s", shard_rows=64)
+    m = st.manifest
+    m["complete"] = False
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="incomplete"):
+        FeatureStore.open(tmp_path / "s")
+
+
+def test_bad_arguments(setup, tmp_path):
+    _, model, data = setup
+    for kwargs in ({"batch_size": 0}, {"dtype": "int8"}, {"max_bad": 1.5}, {"device": "tpu"}):
+        with pytest.raises(UsageError):
+            extract_features(model, data, tmp_path / "s", **kwargs)
+
+
+def test_run_model_batches_match_one_call(setup):
+    _, model, _ = setup
+    X = np.random.default_rng(0).normal(size=(50, 1, 28, 28)).astype(np.float32)
+    one = run_model(model, X, batch_size=50)["features"]
+    many = run_model(make_session(model), X, batch_size=7)["features"]
+    assert one.shape == (50, 8)
+    np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_that_is_not_obtained_is_an_error(setup):
+    _, model, _ = setup
+    from xnetmap.backend import has_ort_cuda
+
+    if has_ort_cuda():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(DeviceUnavailable, match="--device cuda"):
+        make_session(model, "cuda")
