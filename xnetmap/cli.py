@@ -39,6 +39,164 @@ def _echo_err(message: str) -> None:
 
 # ---- section: extract ---------------------------------------------------------
 
+
+@app.command("extract")
+def extract_cmd(
+    model: Path = typer.Argument(
+        ...,
+        help="Full classifier .onnx (split on the fly) or NAME.features.onnx.",
+    ),
+    dataset: str = typer.Argument(
+        ...,
+        help="Dataset path or kind:path (folder, flat, idx, npz, npy, unlabeled).",
+    ),
+    out: Path = typer.Option(
+        ..., "-o", "--out",
+        help="Feature store directory (created; resumed if present).",
+    ),
+    device: str = typer.Option(
+        "cpu", "--device",
+        help="cpu, cuda or auto. cuda without a GPU is an error.",
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per onnxruntime call."),
+    workers: int | None = typer.Option(
+        None, "--workers",
+        help="Decode/preprocess threads (default: cores).",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads",
+        help="onnxruntime intra-op threads (default: cores).",
+    ),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage type: float32 or float16."),
+    max_bad: float = typer.Option(
+        0.0, "--max-bad",
+        help="Largest allowed fraction of unreadable images.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace a store of another model/dataset/preprocessing.",
+    ),
+    cut: str = typer.Option(
+        "pooled", "--cut",
+        help="Split point for a full classifier: pooled, penultimate or a tensor name.",
+    ),
+    split_dir: Path | None = typer.Option(
+        None, "--split-dir",
+        help="Where the split F/C files go (default: beside MODEL).",
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset",
+        help="Preprocessing preset: imagenet, inception, caffe.",
+    ),
+    preprocess_json: str | None = typer.Option(
+        None, "--preprocess",
+        help="Preprocessing overrides as JSON (keys of xnetmap.preprocess).",
+    ),
+    shard_rows: int | None = typer.Option(
+        None, "--shard-rows", hidden=True,
+        help="Rows per shard of a new store.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
+) -> None:
+    """Run the feature extractor F of MODEL over DATASET into a resumable feature store."""
+    import json
+    import time as _time
+
+    from .errors import UsageError
+    from .extract import extract_features
+
+    preprocess = None
+    if preprocess_json is not None:
+        try:
+            preprocess = json.loads(preprocess_json)
+        except ValueError as err:
+            raise UsageError(f"--preprocess is not valid JSON: {err}") from err
+        if not isinstance(preprocess, dict):
+            raise UsageError("--preprocess must be a JSON object of preprocessing fields")
+    if preset is not None:
+        preprocess = {**(preprocess or {}), "preset": preset}
+    show_bar = not quiet and not as_json and sys.stderr.isatty()
+    bar_ctx = None
+    callback = None
+    if show_bar:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        class _Rate(TextColumn):
+            def render(self, task):  # images/s of this run
+                speed = task.finished_speed or task.speed
+                return TextColumn.render(self, task) if speed is None else f"{speed:,.0f} img/s"
+
+        bar_ctx = Progress(
+            TextColumn("extract"), BarColumn(), MofNCompleteColumn(), _Rate(""),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True,
+        )
+        task_id = bar_ctx.add_task("extract", total=None)
+
+        def callback(done: int, total: int) -> None:
+            bar_ctx.update(task_id, completed=done, total=total)
+
+    t0 = _time.perf_counter()
+    if bar_ctx is not None:
+        with bar_ctx:
+            store = extract_features(
+                model, dataset, out, device=device, batch_size=batch_size, workers=workers,
+                dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
+                cut=cut, split_dir=split_dir, progress=callback, threads=threads,
+                shard_rows=shard_rows,
+            )
+    else:
+        store = extract_features(
+            model, dataset, out, device=device, batch_size=batch_size, workers=workers,
+            dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
+            cut=cut, split_dir=split_dir, threads=threads, shard_rows=shard_rows,
+        )
+    secs = _time.perf_counter() - t0
+    run = store.run
+    summary = {
+        "store": str(out), "n": store.n, "dim": store.dim, "dtype": str(store.dtype),
+        "device": run.get("device"), "reused": run["reused"],
+        "resumed_shards": run["resumed_shards"], "recomputed_shards": run["recomputed_shards"],
+        "computed_rows": run["computed_rows"], "n_bad": run["n_bad"],
+        "nonfinite": run["nonfinite"], "zero_norm": run["zero_norm"],
+        "seconds": round(secs, 3),
+        "images_per_s": round(run["computed_rows"] / secs, 1) if secs > 0 else None,
+        "model_sha256": store.model_sha256, "notes": run.get("notes", []),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, separators=(",", ":")))
+        return
+    for k in run["recomputed_shards"]:
+        _echo_err(f"xnetmap: warning: shard {k} of {out} failed its sha256 check; recomputed it")
+    if quiet:
+        return
+    for note in run.get("notes", []):
+        _echo_err(f"xnetmap: note: {note}")
+    if run["reused"]:
+        typer.echo(f"{out}: complete store reused ({store.n} x {store.dim}, {store.dtype})")
+    else:
+        rate = summary["images_per_s"]
+        typer.echo(
+            f"{out}: {store.n} x {store.dim} {store.dtype} features; computed "
+            f"{run['computed_rows']} rows in {secs:.1f} s ({rate} img/s), "
+            f"{run['resumed_shards']} shard(s) resumed"
+        )
+    if run["n_bad"]:
+        bad = store.manifest.get("bad", [])
+        shown = ", ".join(f"{b['id']} ({b['reason']})" for b in bad[:3])
+        typer.echo(f"unreadable images: {run['n_bad']} masked (zero rows): {shown}"
+                   f"{' ...' if len(bad) > 3 else ''}")
+    if run["nonfinite"] or run["zero_norm"]:
+        typer.echo(f"warning: {run['nonfinite']} non-finite and {run['zero_norm']} zero-norm "
+                   "feature rows (listed in manifest.json)")
+
 # ---- end section: extract -----------------------------------------------------
 
 # ---- section: fit ---------------------------------------------------------------
