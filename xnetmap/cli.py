@@ -31,6 +31,90 @@ def _echo_err(message: str) -> None:
 
 # ---- section: graph (inspect, split, stitch) -------------------------------
 
+
+@app.command("inspect")
+def inspect_cmd(
+    model: Path = typer.Argument(..., help="ONNX classifier to describe."),
+    as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+) -> None:
+    """Show a model's inputs/outputs, opset, parameters, classifier head and cut candidates."""
+    import json
+
+    from .graph import inspect_model
+
+    info = inspect_model(model)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"model      {info['path']}")
+    typer.echo(f"producer   {info['producer'] or '?'}   IR {info['ir_version']}   opsets "
+               + ", ".join(f"{d} {v}" for d, v in info["opsets"].items()))
+    typer.echo(f"nodes      {info['nodes']}   parameters {info['parameters']:,}")
+    for kind in ("inputs", "outputs"):
+        for v in info[kind]:
+            typer.echo(f"{kind[:-1]:<10} {v['name']}  {v['dtype']}  {v['shape']}")
+    head = info["head"]
+    if head is None:
+        typer.echo(f"head       none detected: {info['head_error']}")
+    else:
+        typer.echo(f"head       -> {head['logits']} ({head['affine_layers']} affine layer(s))")
+        for step in head["chain"]:
+            typer.echo(f"  {step['kind']:<10} {step['label']:<28} -> {step['output_shape']}")
+        for definition, cutinfo in info["cuts"].items():
+            typer.echo(
+                f"cut {definition:<12} {cutinfo['tensor']}  {cutinfo['shape']}  D={cutinfo['D']}"
+            )
+    typer.echo("--cut candidates (tensor, shape):")
+    for cand in info["candidates"]:
+        typer.echo(f"  {cand['tensor']}  {cand['shape']}")
+    if info["preprocess"] is not None:
+        typer.echo(f"preprocess {json.dumps(info['preprocess'])}")
+    if info["labels"] is not None:
+        typer.echo(f"labels     {info['labels']} classes")
+
+
+@app.command("split")
+def split_cmd(
+    model: Path = typer.Argument(..., help="ONNX classifier to split."),
+    out_dir: Path | None = typer.Option(
+        None, "-o", "--out", help="Output folder (default: the model's)."
+    ),
+    cut: str = typer.Option("pooled", "--cut", help="pooled, penultimate, or a tensor name."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Certify C(F(x)) == model(x)."),
+    samples: int = typer.Option(8, "--samples", min=1, help="Certificate inputs."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Certify on images from this folder."
+    ),
+    atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (by dtype)."),
+    rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (by dtype)."),
+) -> None:
+    """Split a classifier into NAME.features.onnx (F) and NAME.classifier.onnx (C)."""
+    from .errors import VerificationFailed
+    from .graph import split_model
+
+    try:
+        result = split_model(model, out_dir, cut=cut, verify=verify, samples=samples,
+                             images=images, atol=atol, rtol=rtol)
+    except VerificationFailed as err:
+        _echo_err(f"xnetmap: certificate FAILED: {err.message}")
+        raise typer.Exit(err.exit_code) from None
+    typer.echo(f"features   {result.features_path}  [N, {result.feature_dim}]")
+    typer.echo(f"classifier {result.classifier_path}  -> {', '.join(result.output_names)}")
+    typer.echo(f"cut        {result.cut} = {result.cut_tensor}   D = {result.feature_dim}")
+    cert = result.certificate
+    if cert is None:
+        typer.echo("certificate skipped (--no-verify)")
+    else:
+        top1 = "n/a" if cert["top1_agreement"] is None else f"{cert['top1_agreement']:.3f}"
+        typer.echo(
+            f"certificate {'PASSED' if cert['passed'] else 'FAILED'} on {cert['samples']} "
+            f"{cert['inputs']}: max abs diff {cert['max_abs_diff']:.3g}, max rel diff "
+            f"{cert['max_rel_diff']:.3g}, top-1 agreement {top1} (atol {cert['atol']:g}, "
+            f"rtol {cert['rtol']:g})"
+        )
+    typer.echo(f"record     {result.json_path}")
+
+
 # ---- end section: graph -----------------------------------------------------
 
 # ---- section: data (annotate) ------------------------------------------------
