@@ -128,7 +128,9 @@ def decode_image(path: str | os.PathLike):
     except UnidentifiedImageError as err:
         raise UnreadableImage(path, "not an image Pillow can identify") from err
     except Image.DecompressionBombError as err:
-        raise UnreadableImage(path, f"decompression bomb: {err}") from err
+        raise UnreadableImage(
+            path, f"over the decompression-bomb limit of {MAX_PIXELS:,} pixels ({err})"
+        ) from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         # Pillow reports truncated data as OSError("image file is truncated ...").
         raise UnreadableImage(path, f"cannot decode: {err}") from err
