@@ -206,3 +206,18 @@ def test_rewrite_is_identical(tmp_path):
     first = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     write_reports(study, tmp_path)
     assert first == {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+
+def test_json_round_trip(tmp_path):
+    from xnetmap.errors import InputError
+    from xnetmap.report.jsonreport import load_report, study_to_json
+
+    for labelled in (True, False):
+        study = make_study(["alpha", "beta", "gamma"], labelled=labelled)
+        write_reports(study, tmp_path)
+        back = load_report(tmp_path / "report.json")
+        assert back == study
+        assert study_to_json(back) == (tmp_path / "report.json").read_text()
+    (tmp_path / "bad.json").write_text('{"schema": "other/1"}')
+    with pytest.raises(InputError, match="schema"):
+        load_report(tmp_path / "bad.json")

@@ -155,3 +155,85 @@ def study_to_json(study: Study) -> str:
         json.dumps(study_to_dict(study), indent=2, ensure_ascii=False, allow_nan=False, default=str)
         + "\n"
     )
+
+
+def study_from_dict(d: dict) -> Study:
+    """Rebuild a :class:`Study` from :func:`study_to_dict`'s output (e.g. to re-render reports).
+
+    Raises InputError when the schema is missing or not ``xnetmap.study/1``.
+    """
+    from xnetmap.errors import InputError
+    from xnetmap.study.table import DatasetInfo, ModelResult, PairResult
+
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        found = d.get("schema") if isinstance(d, dict) else type(d).__name__
+        raise InputError(f"not an xnetmap study report: schema is {found!r}, expected {SCHEMA!r}")
+    models = [
+        ModelResult(
+            name=m["name"],
+            n=m["n"],
+            correct=m.get("correct"),
+            top5_correct=m.get("top5_correct"),
+            sha256=m.get("sha256", ""),
+            feature_dim=m.get("feature_dim"),
+            path=m.get("path", ""),
+            cut=m.get("cut", ""),
+        )
+        for m in d["models"]
+    ]
+    pairs = []
+    for p in d["pairs"]:
+        mc = p.get("mcnemar") or {}
+        fit = p.get("fit") or {}
+        ci = p.get("loss_ci")
+        pairs.append(
+            PairResult(
+                source=p["source"],
+                target=p["target"],
+                n=p["n"],
+                correct=p.get("correct"),
+                top5_correct=p.get("top5_correct"),
+                native_correct=p.get("native_correct"),
+                loss=p.get("loss"),
+                loss_ci=None if ci is None else (ci[0], ci[1]),
+                agreement=p.get("agreement"),
+                mcnemar_b=mc.get("b"),
+                mcnemar_c=mc.get("c"),
+                mcnemar_statistic=mc.get("statistic"),
+                mcnemar_p=mc.get("p_value"),
+                mcnemar_method=mc.get("method"),
+                fit_cosine=fit.get("cosine"),
+                fit_r2=fit.get("r2"),
+                cka=p.get("cka"),
+                map_path=p.get("map_path", ""),
+            )
+        )
+    return Study(
+        models,
+        pairs,
+        labelled=d["labelled"],
+        head=d.get("head", "native"),
+        datasets=[
+            DatasetInfo(x["role"], x["description"], x.get("fingerprint", ""), x.get("n"))
+            for x in d.get("datasets", [])
+        ],
+        settings=d.get("settings", {}),
+        xnetmap_version=d.get("xnetmap_version", ""),
+        created=d.get("created", ""),
+    )
+
+
+def load_report(path) -> Study:
+    """Read ``report.json`` back into a :class:`Study`."""
+    from pathlib import Path
+
+    from xnetmap.errors import InputError
+
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such report file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable JSON report ({exc})") from None
+    return study_from_dict(d)
