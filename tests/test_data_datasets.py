@@ -1,4 +1,4 @@
-"""Dataset layouts on small real files: ImageFolder, flat + labels, ILSVRC, CSV, arrays, unlabeled."""
+"""Dataset layouts on small real files: ImageFolder, flat + labels, CSV, arrays, unlabeled."""
 
 from __future__ import annotations
 

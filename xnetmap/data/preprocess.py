@@ -280,7 +280,7 @@ class PreprocessSpec:
         elif PREPROCESS_KEY in meta:
             spec = cls.from_json(meta[PREPROCESS_KEY])
         else:
-            spec = _infer(shape, notes)
+            spec = _infer(shape, notes, (overrides or {}).get("size"))
         if overrides:
             spec = apply_overrides(spec, overrides)
         return spec, notes
@@ -467,8 +467,10 @@ def _adapt_to_shape(spec: PreprocessSpec, shape: list, notes: list[str], what: s
     return spec.replace(**changes) if changes else spec
 
 
-def _infer(shape: list, notes: list[str]) -> PreprocessSpec:
+def _infer(shape: list, notes: list[str], size=None) -> PreprocessSpec:
     layout, c, hw = _layout_from_shape(shape)
+    if hw is None and size is not None:
+        hw = (size, size) if isinstance(size, int) else tuple(size)
     if layout is None:
         raise InputError(
             f"the model carries no xnetmap.preprocess metadata and its input shape {shape} is "
