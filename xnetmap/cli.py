@@ -119,6 +119,58 @@ def split_cmd(
 
 # ---- section: data (annotate) ------------------------------------------------
 
+
+@app.command("annotate")
+def annotate_cmd(
+    model: Path = typer.Argument(..., help="The ONNX model to annotate."),
+    out: Path | None = typer.Option(
+        None, "-o", "--out", help="Write the annotated copy here."
+    ),
+    in_place: bool = typer.Option(False, "--in-place", help="Overwrite MODEL instead."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Preprocessing preset: imagenet, inception, caffe."
+    ),
+    size: str | None = typer.Option(None, "--size", help="Input size: H or H,W."),
+    resize: str | None = typer.Option(
+        None, "--resize", help="Shorter side before cropping, or 'none' (resize to size)."
+    ),
+    crop: str | None = typer.Option(None, "--crop", help="center or none."),
+    interpolation: str | None = typer.Option(
+        None, "--interpolation", help="bilinear, bicubic or nearest."
+    ),
+    colour: str | None = typer.Option(None, "--colour", "--color", help="L or RGB."),
+    channel_order: str | None = typer.Option(None, "--channel-order", help="RGB or BGR."),
+    layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC."),
+    scale: str | None = typer.Option(
+        None, "--scale", help="Multiply 0..255 pixels by this first (e.g. 1/255)."
+    ),
+    mean: str | None = typer.Option(None, "--mean", help="Per-channel mean, comma-separated."),
+    std: str | None = typer.Option(None, "--std", help="Per-channel std, comma-separated."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Class names, one per line (sets xnetmap.labels)."
+    ),
+) -> None:
+    """Write preprocessing (xnetmap.preprocess) and class names into MODEL's metadata."""
+    from .data.annotate import annotate_model
+    from .data.preprocess import overrides_from_strings
+
+    overrides = overrides_from_strings(
+        size=size, resize=resize, crop=crop, interpolation=interpolation, colour=colour,
+        channel_order=channel_order, layout=layout, scale=scale, mean=mean, std=std,
+    )
+    result = annotate_model(
+        model, out, preset=preset, overrides=overrides, labels=labels, in_place=in_place
+    )
+    for note in result["notes"]:
+        _echo_err(f"note: {note}")
+    typer.echo(f"wrote {result['path']}")
+    pre = result["preprocess"]
+    typer.echo("  xnetmap.preprocess: " + ", ".join(
+        f"{k}={pre[k]}" for k in pre if k != "version"))
+    if result["labels"] is not None:
+        shown = ", ".join(result["labels"][:5]) + (", ..." if len(result["labels"]) > 5 else "")
+        typer.echo(f"  xnetmap.labels: {len(result['labels'])} classes ({shown})")
+
 # ---- end section: data -------------------------------------------------------
 
 # ---- section: extract ---------------------------------------------------------
