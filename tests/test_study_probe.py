@@ -106,3 +106,17 @@ def test_onnx_export_agrees_with_predict(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(InputError, match="feature_dim"):
         export_probe_onnx(p, tmp_path / "x.onnx", 13)
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = blobs(400, 3, 6, sep=2.0, seed=8)
+    p = SoftmaxProbe(alpha=1e-3).fit(X, y)
+    path = p.save(tmp_path / "probe.npz")
+    q = SoftmaxProbe.load(path)
+    np.testing.assert_array_equal(q.predict_logits(X), p.predict_logits(X))
+    assert q.alpha == 1e-3 and q.history_ == p.history_ and q.converged_ == p.converged_
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not an xnetmap probe"):
+        SoftmaxProbe.load(tmp_path / "junk.npz")
+    with pytest.raises(InputError, match="no such"):
+        SoftmaxProbe.load(tmp_path / "missing.npz")

@@ -204,6 +204,64 @@ class SoftmaxProbe:
         """Top-1 accuracy (0..1) on features X and labels y."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
+    # ------------------------------------------------------------- persistence
+
+    _ARRAYS = ("coef_", "intercept_", "mean_", "scale_")
+
+    def save(self, path) -> Path:
+        """Write the fitted probe to an ``.npz`` (arrays + JSON metadata, no pickle), atomically."""
+        import io
+
+        from xnetmap.fsutil import atomic_write_bytes
+
+        if not hasattr(self, "coef_"):
+            raise UsageError("cannot save an unfitted SoftmaxProbe; call fit(X, y) first")
+        meta = {
+            "format": "xnetmap.probe/1",
+            "params": {
+                "alpha": self.alpha,
+                "max_iter": self.max_iter,
+                "tol": self.tol,
+                "n_classes": self.n_classes,
+                "history_size": self.history_size,
+                "chunk_size": self.chunk_size,
+            },
+            "history": self.history_,
+            "converged": self.converged_,
+        }
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            meta=np.array(json.dumps(meta)),
+            **{a: getattr(self, a) for a in self._ARRAYS},
+        )
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> SoftmaxProbe:
+        """Read a probe written by :meth:`save`."""
+        p = Path(path)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {a: z[a] for a in cls._ARRAYS}
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such probe file") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{p}: not an xnetmap probe file ({exc})") from None
+        if meta.get("format") != "xnetmap.probe/1":
+            raise InputError(f"{p}: unknown probe format {meta.get('format')!r}")
+        probe = cls(**meta["params"])
+        for a, v in arrays.items():
+            setattr(probe, a, v)
+        k, d = probe.coef_.shape
+        probe.classes_ = np.arange(k)
+        probe.history_ = list(meta["history"])
+        probe.n_iter_ = len(probe.history_)
+        probe.converged_ = bool(meta["converged"])
+        probe.n_features_in_ = d
+        return probe
+
 
 def _lbfgs(fun, x0: np.ndarray, *, max_iter: int, tol: float, m: int = 10):
     """Minimise ``fun(x) -> (f, grad)`` by L-BFGS with a backtracking Armijo line search.
