@@ -293,7 +293,7 @@ class Table1Row:
     mapping: str
     correct: int
     n: int
-    percent: float
+    percent: float | None
     loss: float | None
 
     def cells(self) -> tuple[str, str, str, str, str]:
@@ -302,7 +302,7 @@ class Table1Row:
             self.description,
             self.mapping,
             format_count(self.correct),
-            format_points(self.percent),
+            "n/a" if self.percent is None else format_points(self.percent),
             "" if self.loss is None else format_points(self.loss),
         )
 
