@@ -1,0 +1,51 @@
+"""Nesterov momentum: an elementwise CUDA kernel and its NumPy twin.
+
+Why Nesterov and not Adam: :mod:`xnetmap.fit.gd` preconditions the gradient
+with the inverse input covariance (equivalent to descending in a whitened input
+space) and sets the step from the loss's curvature, ``||y||^2 / 2``. In that
+space the problem is already well conditioned and isotropic, so a single global
+step with momentum is near optimal; Adam's per-coordinate rescaling would undo
+the whitening (it rescales each coordinate by its own gradient RMS, which is
+not the curvature) and needs two state buffers instead of one.
+
+Update (PyTorch's formulation, ``v`` starts at zero)::
+
+    v <- mu * v + g
+    p <- p - lr * (g + mu * v)
+
+``lr`` is a one-element device array on the GPU so that the step size computed
+on the device never forces a host synchronisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+NESTEROV_SRC = ("T g, raw T lr, T mu", "T p, T v", "v = mu * v + g; p -= lr[0] * (g + mu * v);")
+
+
+def nesterov_step_numpy(p: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, mu: float,
+                        tmp: np.ndarray) -> None:
+    """In-place Nesterov step (NumPy twin of :data:`NESTEROV_SRC`).
+
+    Parameters
+    ----------
+    p, v, g, tmp : ndarray of the same shape, float32
+        Parameters, momentum buffer, gradient, scratch. ``p`` and ``v`` are updated.
+    lr, mu : float
+        Step size and momentum.
+    """
+    v *= mu
+    v += g
+    np.multiply(v, mu, out=tmp)
+    tmp += g
+    tmp *= lr
+    p -= tmp
+
+
+def cuda_nesterov(cp: Any) -> Any:
+    """The CuPy ElementwiseKernel for the update; call as ``k(g, lr, mu, p, v)``."""
+    in_params, out_params, body = NESTEROV_SRC
+    return cp.ElementwiseKernel(in_params, out_params, body, "xnetmap_nesterov")

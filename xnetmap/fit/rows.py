@@ -1,0 +1,98 @@
+"""Row access and input validation for fitting (arrays, memmaps, feature stores).
+
+The fit never needs the whole matrix in memory: it reads row subsets into
+preallocated float32 buffers (``take_into``) and scans the data chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+CHUNK = 16384
+
+
+def as_rows(A: Any, name: str) -> Any:
+    """Validate a 2-D float matrix (ndarray, memmap or row source with ``take``)."""
+    if hasattr(A, "take_rows"):
+        return A
+    if not hasattr(A, "shape") or len(A.shape) != 2:
+        shape = getattr(A, "shape", None)
+        raise InputError(f"{name} must be a 2-D array (n_samples, n_features); got shape {shape}")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        raise InputError(f"{name} is empty: shape {tuple(A.shape)}")
+    if not np.issubdtype(A.dtype, np.floating):
+        raise InputError(f"{name} must hold floating-point features; got dtype {A.dtype}")
+    return A
+
+
+def take_into(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted, int64) of ``A`` into ``out[:len(idx)]`` as float32."""
+    dst = out[: len(idx)]
+    if hasattr(A, "take_rows"):
+        dst[...] = A.take_rows(idx)
+    elif A.dtype == np.float32 and isinstance(A, np.ndarray) and not isinstance(A, np.memmap):
+        np.take(A, idx, axis=0, out=dst)
+    else:
+        dst[...] = A[idx]
+    return dst
+
+
+def iter_chunks(A: Any, rows: np.ndarray,
+                chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(row_indices, float32 block)`` for ``rows`` (sorted) in chunks."""
+    for s in range(0, len(rows), chunk):
+        idx = rows[s : s + chunk]
+        if hasattr(A, "take_rows"):
+            blk = np.asarray(A.take_rows(idx), np.float32)
+        elif len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+            blk = np.asarray(A[idx[0] : idx[-1] + 1], np.float32)  # contiguous: a view, no copy
+        else:
+            blk = np.asarray(A[idx], np.float32)
+        yield idx, blk
+
+
+def iter_pairs(X: Any, Y: Any, rows: np.ndarray,
+               chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(row_indices, X block, Y block)`` for ``rows`` in chunks."""
+    for (idx, a), (_, y) in zip(iter_chunks(X, rows, chunk), iter_chunks(Y, rows, chunk),
+                                strict=True):
+        yield idx, a, y
+
+
+def scan_rows(X: Any, Y: Any, rows: np.ndarray, eps: float) -> np.ndarray:
+    """Reject non-finite rows; return the rows whose target is not (near) zero.
+
+    Raises
+    ------
+    InputError
+        Naming up to 10 offending row indices when any row of ``X`` or ``Y`` holds
+        NaN or infinity.
+    """
+    keep = np.ones(len(rows), bool)
+    bad: list[int] = []
+    pos = 0
+    for idx, a, y in iter_pairs(X, Y, rows):
+        # A row sum is NaN/inf when any element is; confirm exactly (finite overflow).
+        for blk in (a, y):
+            s = blk.sum(axis=1, dtype=np.float64)
+            sus = np.flatnonzero(~np.isfinite(s))
+            if len(sus):
+                real = sus[~np.isfinite(blk[sus]).all(axis=1)]
+                bad.extend(int(i) for i in idx[real])
+        sq = np.einsum("ij,ij->i", y, y, dtype=np.float64)
+        keep[pos : pos + len(idx)] = np.sqrt(sq) > eps
+        pos += len(idx)
+    if bad:
+        bad = sorted(set(bad))
+        shown = ", ".join(str(i) for i in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise InputError(
+            f"{len(bad)} feature row(s) contain NaN or infinity (rows {shown}{more}); "
+            "re-extract those samples or mask them out before fitting"
+        )
+    return rows[keep]
