@@ -109,5 +109,10 @@ def annotate_model(
         model.metadata_props.add(key=key, value=value)
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)
+    mode = model_path.stat().st_mode & 0o777
     atomic_write_bytes(target, model.SerializeToString())
+    try:  # the temp file behind the atomic write is 0600; give the model its usual mode back
+        os.chmod(target, mode)  # in place: unchanged; a copy: the source's mode
+    except OSError:
+        pass
     return {"path": str(target), "preprocess": spec.to_dict(), "labels": names, "notes": notes}
