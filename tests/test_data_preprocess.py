@@ -155,3 +155,18 @@ def test_preprocess_sample_on_dataset(tmp_path):
     ds = open_dataset(tmp_path / "x.npy")
     spec = PreprocessSpec(size=(3, 3), colour="L", mean=[0.1], std=[0.5])
     np.testing.assert_allclose(preprocess_sample(ds, 1, spec), 0.2, atol=1e-6)  # (0.2-0.1)/0.5
+
+
+@pytest.mark.parametrize("name", ["imagenet", "inception", "caffe"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_apply_matches_plain_formula_on_random_pixels(name, layout):
+    rng = np.random.default_rng(3)
+    spec = PRESETS[name].replace(size=(5, 7), resize=None, crop="none", layout=layout)
+    u = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    x = spec.apply(Image.fromarray(u))
+    v = u[:, :, ::-1] if spec.channel_order == "BGR" else u
+    want = (v.astype(np.float64) * spec.scale - np.array(spec.mean)) / np.array(spec.std)
+    if layout == "NCHW":
+        want = want.transpose(2, 0, 1)
+    assert x.shape == want.shape and x.flags.c_contiguous
+    np.testing.assert_allclose(x, want, rtol=1e-6, atol=1e-5)
