@@ -130,6 +130,8 @@ class HeadStep:
     nodes: tuple[int, ...]  # node indices (topological order)
     input: str
     output: str
+    #: node index -> replacement node C must use instead (see _batch_flatten)
+    rewrites: tuple[tuple[int, onnx.NodeProto], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,11 @@ class Head:
     pooled_tensor: str
     penultimate_tensor: str
     steps: tuple[HeadStep, ...]
+
+    @property
+    def rewrites(self) -> dict[int, onnx.NodeProto]:
+        """Node replacements the classifier part applies (index -> new node)."""
+        return {i: node for step in self.steps for i, node in step.rewrites}
 
     @property
     def affine_count(self) -> int:
@@ -238,6 +245,75 @@ def _shape_subgraph(ix: GraphIndex, shape_tensor: str, data: str) -> list[int] |
         nodes.append(p)
         stack.extend(x for x in node.input if x)
     return nodes
+
+
+def _const_value(ix: GraphIndex, name: str):
+    for init in ix.model.graph.initializer:
+        if init.name == name:
+            return onnx.numpy_helper.to_array(init)
+    p = ix.producer.get(name)
+    if p is not None and ix.nodes[p].op_type == "Constant":
+        value = _attr(ix.nodes[p], "value")
+        if isinstance(value, onnx.TensorProto):
+            return onnx.numpy_helper.to_array(value)
+    return None
+
+
+def _batch_flatten(ix: GraphIndex, node: onnx.NodeProto) -> bool:
+    """Reshape(x, Concat(Unsqueeze(Gather(Shape(s), 0)), [-1 or D])) where s and x share
+    their batch dim (or s is the model input): exporters' ``x.view(input.size(0), -1)``.
+    It equals Flatten(x, 1), which C uses instead, because C cannot read ``s`` when it
+    lies before the cut."""
+    data, shape = node.input[0], node.input[1]
+    x_shape, width = ix.shape(data), None
+    if x_shape is not None and all(isinstance(d, int) for d in x_shape[1:]):
+        width = 1
+        for d in x_shape[1:]:
+            width *= d
+    p = ix.producer.get(shape)
+    if p is None or ix.nodes[p].op_type != "Concat" or len(ix.nodes[p].input) != 2:
+        return False
+    first, rest = ix.nodes[p].input
+    tail = _const_value(ix, rest)
+    if tail is None or tail.size != 1 or int(tail.reshape(-1)[0]) not in (-1, width):
+        return False
+    t = first
+    for _ in range(3):  # Unsqueeze / Cast wrappers
+        q = ix.producer.get(t)
+        if q is None:
+            return False
+        qn = ix.nodes[q]
+        if qn.op_type in ("Unsqueeze", "Cast", "Identity"):
+            t = qn.input[0]
+            continue
+        break
+    if qn.op_type == "Gather":
+        index = _const_value(ix, qn.input[1])
+        if index is None or index.size != 1 or int(index.reshape(-1)[0]) != 0:
+            return False
+        if int(_attr(qn, "axis", 0)) != 0:
+            return False
+    elif qn.op_type == "Slice":
+        starts, ends = _const_value(ix, qn.input[1]), _const_value(ix, qn.input[2])
+        if starts is None or ends is None or list(starts) != [0] or list(ends) != [1]:
+            return False
+    else:
+        return False
+    sp = ix.producer.get(qn.input[0])
+    if sp is None or ix.nodes[sp].op_type != "Shape":
+        return False
+    source = ix.nodes[sp].input[0]
+    if source in ix.graph_inputs:
+        # dim 0 of a classifier's image input is the batch of every tensor after it
+        # (shape inference often loses the symbol on the way, so do not compare them)
+        return True
+    source_shape = ix.shape(source)
+    return (
+        source_shape is not None
+        and x_shape is not None
+        and source_shape[0] == x_shape[0]
+        and source_shape[0] is not None
+    )
 
 
 def _ancestors(ix: GraphIndex, tensor: str, limit: int = 64) -> set[str]:
@@ -339,6 +415,18 @@ def _step(ix: GraphIndex, t: str) -> HeadStep | None:
             if sub is not None:
                 nodes = tuple(sorted([n, *sub]))
                 return HeadStep("reshape", "Reshape (computed shape)", nodes, node.input[0], t)
+            if _batch_flatten(ix, node):
+                flat = onnx.helper.make_node(
+                    "Flatten", [node.input[0]], [t], name=node.name or "xnetmap_flatten", axis=1
+                )
+                return HeadStep(
+                    "reshape",
+                    "Reshape (batch, -1) as Flatten",
+                    (n,),
+                    node.input[0],
+                    t,
+                    rewrites=((n, flat),),
+                )
             return None
         return _block(ix, n)
     return None

@@ -72,6 +72,7 @@ class _Plan:
     outputs: list[str]
     dropped: list[str]
     head: Head | None
+    rewrites: dict
 
 
 def plan_split(ix: GraphIndex, cut: str, name: str) -> _Plan:
@@ -104,9 +105,10 @@ def plan_split(ix: GraphIndex, cut: str, name: str) -> _Plan:
             f"{name}: the shape of cut tensor {cut_tensor!r} is unknown after shape inference "
             f"({shape}); choose another --cut (`xnetmap inspect {name}` shows shapes)"
         )
+    rewrites = head.rewrites if head is not None else {}
     kept, dropped = [], []
     for out in ix.model.graph.output:
-        _, leaves = reachable_nodes(ix, [out.name], {cut_tensor})
+        _, leaves = reachable_nodes(ix, [out.name], {cut_tensor}, rewrites)
         (kept if leaves <= {cut_tensor} and leaves else dropped).append(out.name)
     logits = head.logits_name if head is not None else None
     if logits is None or logits not in kept:
@@ -117,7 +119,7 @@ def plan_split(ix: GraphIndex, cut: str, name: str) -> _Plan:
                 f"all outputs flow through, e.g. {_candidate_text(ix)}"
             )
         logits = kept[0]
-    return _Plan(cut_tensor, list(shape), width, logits, kept, dropped, head)
+    return _Plan(cut_tensor, list(shape), width, logits, kept, dropped, head, rewrites)
 
 
 def _reusable(json_path: Path, sha: str, cut: str, verify: bool) -> SplitResult | None:
@@ -239,7 +241,14 @@ def split_model(
         ix, plan.cut_tensor, plan.cut_shape, plan.feature_dim, cut_type, sha
     )
     c_part = build_classifier_part(
-        ix, plan.cut_tensor, plan.cut_shape, plan.feature_dim, cut_type, plan.outputs, sha
+        ix,
+        plan.cut_tensor,
+        plan.cut_shape,
+        plan.feature_dim,
+        cut_type,
+        plan.outputs,
+        sha,
+        plan.rewrites,
     )
     f_path, c_path = out / f"{name}.features.onnx", out / f"{name}.classifier.onnx"
     f_data = save_part(f_part, f_path, model_path)

@@ -20,7 +20,10 @@ FEATURES = "features"
 
 
 def reachable_nodes(
-    ix: GraphIndex, targets: list[str], stop: set[str]
+    ix: GraphIndex,
+    targets: list[str],
+    stop: set[str],
+    rewrites: dict[int, onnx.NodeProto] | None = None,
 ) -> tuple[list[int], set[str]]:
     """Nodes needed to compute ``targets``, not looking past tensors in ``stop``.
 
@@ -51,7 +54,8 @@ def reachable_nodes(
             continue
         if p not in needed:
             needed.add(p)
-            stack.extend(node_inputs(ix.nodes[p]))
+            node = (rewrites or {}).get(p, ix.nodes[p])
+            stack.extend(node_inputs(node))
     return sorted(needed), leaves
 
 
@@ -102,14 +106,20 @@ def _base_model(
     return model
 
 
-def _collect(ix: GraphIndex, node_ids: list[int], graph: onnx.GraphProto) -> None:
-    """Copy nodes, the initializers and value_info they use into ``graph``."""
+def _collect(
+    ix: GraphIndex,
+    node_ids: list[int],
+    graph: onnx.GraphProto,
+    rewrites: dict[int, onnx.NodeProto] | None = None,
+) -> None:
+    """Copy nodes (or their rewrites), the initializers and value_info they use into ``graph``."""
     src = ix.model.graph
-    graph.node.extend(copy.deepcopy(ix.nodes[i]) for i in node_ids)
+    nodes = [copy.deepcopy((rewrites or {}).get(i, ix.nodes[i])) for i in node_ids]
+    graph.node.extend(nodes)
     used: set[str] = set()
-    for i in node_ids:
-        used.update(node_inputs(ix.nodes[i]))
-        used.update(ix.nodes[i].output)
+    for node in nodes:
+        used.update(node_inputs(node))
+        used.update(node.output)
     graph.initializer.extend(t for t in src.initializer if t.name in used)
     graph.sparse_initializer.extend(s for s in src.sparse_initializer if s.values.name in used)
     io = {v.name for v in list(src.input) + list(src.output)}
@@ -178,14 +188,19 @@ def build_classifier_part(
     elem_type: int,
     outputs: list[str],
     sha256: str,
+    rewrites: dict[int, onnx.NodeProto] | None = None,
 ) -> onnx.ModelProto:
-    """C: ``features`` [N, D] -> ``outputs`` (original names), restoring the cut's shape."""
+    """C: ``features`` [N, D] -> ``outputs`` (original names), restoring the cut's shape.
+
+    ``rewrites`` replaces head nodes that read tensors before the cut by
+    equivalent ones that do not (see ``heads._batch_flatten``).
+    """
     src = ix.model.graph
-    node_ids, leaves = reachable_nodes(ix, outputs, {cut})
+    node_ids, leaves = reachable_nodes(ix, outputs, {cut}, rewrites)
     if leaves - {cut}:
         raise InternalError(f"classifier part reads tensors upstream of the cut: {sorted(leaves)}")
     graph = helper.make_graph([], "xnetmap_classifier", [], [])
-    _collect(ix, node_ids, graph)
+    _collect(ix, node_ids, graph, rewrites)
     names = {n for node in graph.node for n in list(node.input) + list(node.output)}
     names |= {t.name for t in graph.initializer}
     if FEATURES in outputs:

@@ -1,0 +1,230 @@
+"""split_model on every fixture head: the right cut, D, outputs, and C(F(x)) == model(x)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from fixtures import onnx_models as fm
+
+from xnetmap.errors import ModelRejected, UsageError, VerificationFailed
+from xnetmap.graph import inspect_model, split_model
+from xnetmap.graph.certificate import certify
+
+CASES = [(f, cut) for f in fm.HEADS for cut in ("pooled", "penultimate")]
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every fixture saved once: name -> (Fixture, path)."""
+    folder = tmp_path_factory.mktemp("models")
+    out = {}
+    for make in fm.HEADS + [fm.no_head]:
+        fx = make()
+        path = folder / f"{fx.name}.onnx"
+        fm.save(fx.model, path)
+        out[fx.name] = (fx, path)
+    return out
+
+
+def test_fixture_library_covers_enough_heads():
+    assert len(fm.HEADS) >= 12
+    assert len({make().name for make in fm.HEADS}) == len(fm.HEADS)
+
+
+@pytest.mark.parametrize("make,cut", CASES, ids=[f"{f.__name__}-{c}" for f, c in CASES])
+def test_split_each_head(make, cut, built, tmp_path):
+    fx, path = built[make().name]
+    result = split_model(path, tmp_path, cut=cut, samples=3)
+    want_tensor = fx.pooled if cut == "pooled" else fx.penultimate
+    want_dim = fx.pooled_dim if cut == "pooled" else fx.penultimate_dim
+    assert (result.cut_tensor, result.feature_dim) == (want_tensor, want_dim)
+    assert result.logits_name == fx.logits
+    assert list(result.output_names) == fx.outputs_in_c
+    cert = result.certificate
+    assert cert["passed"] and cert["top1_agreement"] == 1.0 and cert["samples"] == 3
+
+    F = onnx.load(str(result.features_path))
+    C = onnx.load(str(result.classifier_path))
+    for part in (F, C):
+        onnx.checker.check_model(part, full_check=True)
+        assert part.ir_version == fx.model.ir_version
+        assert list(part.opset_import) == list(fx.model.opset_import)
+        meta = {p.key: p.value for p in part.metadata_props}
+        assert meta["xnetmap.test"] == "1" and meta["xnetmap.source_sha256"] == result.model_sha256
+    (f_out,) = F.graph.output
+    assert f_out.name == "features"
+    dims = f_out.type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and dims[1].dim_value == want_dim  # dynamic batch kept
+    assert [i.name for i in C.graph.input] == ["features"]
+    assert C.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert [o.name for o in C.graph.output] == fx.outputs_in_c
+
+    original, f_sess, c_sess = (
+        _session(p) for p in (path, result.features_path, result.classifier_path)
+    )
+    tol = 2e-2 if fx.name.startswith("fp16") else 1e-5
+    for n in (1, 7):
+        X = fm.make_input(fx, n, seed=n)
+        want = original.run(fx.outputs_in_c, {"input": X})
+        (feats,) = f_sess.run(None, {"input": X})
+        assert feats.shape == (n, want_dim)
+        got = c_sess.run(fx.outputs_in_c, {"features": feats})
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(
+                a.astype(np.float64), b.astype(np.float64), atol=tol, rtol=tol
+            )
+
+    record = json.loads(result.json_path.read_text())
+    assert record["feature_dim"] == want_dim and record["cut_tensor"] == want_tensor
+    assert record["node_counts"]["features"] + record["node_counts"]["classifier"] >= 2
+    assert record["certificate"]["passed"] is True
+
+
+def test_pooled_and_penultimate_differ_for_multilayer_heads(built):
+    differ = {fx.name for fx, _ in built.values() if fx.pooled and fx.pooled != fx.penultimate}
+    assert {"vgg_two_layer", "mobilenetv3_hardswish", "vit_token_slice_ln"} <= differ
+
+
+def test_aux_logits_main_output_chosen_and_aux_dropped(built, tmp_path):
+    _, path = built["aux_logits"]
+    result = split_model(path, tmp_path, verify=False)
+    record = json.loads(result.json_path.read_text())
+    assert result.logits_name == "logits" and record["dropped_outputs"] == ["aux_logits"]
+
+
+def test_no_head_is_rejected_with_pointer_to_inspect(built, tmp_path):
+    _, path = built["no_head"]
+    with pytest.raises(ModelRejected) as err:
+        split_model(path, tmp_path)
+    assert "xnetmap inspect" in err.value.message and "--cut TENSOR" in err.value.message
+    assert err.value.exit_code == 3
+
+
+def test_cut_any_tensor_flattens_spatial_map(built, tmp_path):
+    fx, path = built["no_head"]
+    # the 1x1-conv "classifier" of the no-head model: cut before it, on a 4x4 map
+    conv_in = next(
+        n for n in fx.model.graph.node if n.op_type == "Conv" and n.attribute[0].ints == [1, 1]
+    ).input[0]
+    result = split_model(path, tmp_path, cut=conv_in, samples=2)
+    assert result.feature_dim == 16 * 4 * 4 and result.certificate["passed"]
+
+
+def test_bad_cut_name_lists_candidates(built, tmp_path):
+    _, path = built["vgg_two_layer"]
+    with pytest.raises(UsageError) as err:
+        split_model(path, tmp_path, cut="no_such_tensor")
+    assert err.value.exit_code == 2
+    assert "no_such_tensor" in err.value.message and "hidden ['N', 24]" in err.value.message
+    with pytest.raises(UsageError, match="graph input"):
+        split_model(path, tmp_path, cut="input")
+    with pytest.raises(UsageError, match="model output"):
+        split_model(path, tmp_path, cut="logits")
+
+
+def test_reuse_when_same_model_and_cut(built, tmp_path):
+    _, path = built["resnet_gemm"]
+    first = split_model(path, tmp_path, samples=2)
+    stamp = first.features_path.stat().st_mtime_ns
+    again = split_model(path, tmp_path, samples=2)
+    assert again.features_path.stat().st_mtime_ns == stamp
+    assert again.certificate == first.certificate
+    other = split_model(path, tmp_path, cut="penultimate", samples=2)
+    assert other.cut == "penultimate"
+
+
+def test_certificate_fails_on_a_tampered_classifier(built, tmp_path):
+    fx, path = built["resnet_gemm"]
+    result = split_model(path, tmp_path, samples=4)
+    C = onnx.load(str(result.classifier_path))
+    bias = next(t for t in C.graph.initializer if len(t.dims) == 1 and t.dims[0] == 10)
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[3] += 0.01  # small enough to keep top-1 mostly, far outside fp32 tolerance
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    bad = tmp_path / "bad.classifier.onnx"
+    onnx.save(C, str(bad))
+    X = fm.make_input(fx, 4)
+    cert = certify(
+        path,
+        result.features_path,
+        bad,
+        X,
+        input_name="input",
+        logits_name="logits",
+        output_names=["logits"],
+        atol=1e-4,
+        rtol=1e-3,
+    )
+    assert not cert["passed"]
+    assert cert["max_abs_diff"] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_verification_failure_exit_1_and_recorded(built, tmp_path):
+    _, path = built["fp16_resnet"]
+    # fp16: C(F(x)) rounds the pooled features differently from the fused original
+    result = split_model(path, tmp_path, samples=8)
+    if result.certificate["max_abs_diff"] == 0:
+        pytest.skip("this onnxruntime computes the fp16 split bit-exactly")
+    with pytest.raises(VerificationFailed) as err:
+        split_model(path, tmp_path / "strict", samples=8, atol=0.0, rtol=0.0)
+    assert err.value.exit_code == 1
+    record = json.loads((tmp_path / "strict" / "fp16_resnet.split.json").read_text())
+    assert record["certificate"]["passed"] is False
+
+
+def test_fp16_gets_looser_default_tolerance(built, tmp_path):
+    _, path = built["fp16_resnet"]
+    cert = split_model(path, tmp_path, samples=2).certificate
+    assert cert["precision"] == "fp16" and cert["atol"] > 1e-3
+
+
+def test_external_data_model_splits_with_names_xnetmap_chooses(tmp_path):
+    fx = fm.resnet_gemm()
+    src = tmp_path / "src"
+    src.mkdir()
+    fm.save(fx.model, src / "net.onnx", external=True)
+    assert (src / "net.onnx.data").exists()
+    out = tmp_path / "out"
+    result = split_model(src / "net.onnx", out, samples=3)
+    assert result.certificate["passed"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "net.classifier.onnx",
+        "net.classifier.onnx.data",
+        "net.features.onnx",
+        "net.features.onnx.data",
+        "net.split.json",
+    ]
+    for part, data in (
+        (result.features_path, "net.features.onnx.data"),
+        (result.classifier_path, "net.classifier.onnx.data"),
+    ):
+        proto = onnx.load(str(part), load_external_data=False)
+        locations = {
+            e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"
+        }
+        assert locations == {data}
+
+
+def test_inspect_reports_head_and_cuts(built):
+    _, path = built["mobilenetv3_hardswish"]
+    info = inspect_model(path)
+    assert info["head"]["logits"] == "logits" and info["head"]["affine_layers"] == 2
+    assert info["cuts"]["pooled"] == {"tensor": "pool", "shape": ["N", 16, 1, 1], "D": 16}
+    assert info["cuts"]["penultimate"]["D"] == 24
+    assert info["inputs"] == [{"name": "input", "shape": ["N", 3, 8, 8], "dtype": "float32"}]
+    assert info["parameters"] > 0 and info["opsets"] == {"ai.onnx": 17}
+    json.dumps(info)
+    _, path = built["no_head"]
+    info = inspect_model(path)
+    assert info["head"] is None and "no classifier head" in info["head_error"]
+    assert info["candidates"]
