@@ -502,7 +502,8 @@ def _infer(shape: list, notes: list[str], size=None) -> PreprocessSpec:
         f"the model carries no xnetmap.preprocess metadata; assumed from its input {shape}: "
         f"layout {layout}, {c} channel{'s' * (c > 1)} ({colour}), size {list(hw)}, the whole "
         "image resized to that size (no crop), bilinear, pixels scaled to 0..1, no mean/std; "
-        "if the model was trained otherwise pass --preset or flags, or run xnetmap annotate"
+        "if the model was trained otherwise, give a preset (imagenet, inception, caffe) or "
+        "preprocessing flags, and store them with xnetmap annotate"
     )
     return spec
 
