@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import InputError, TooManyBadImages, UsageError
 from ..fsutil import atomic_write_json
 from . import store as st
+from .fastpath import array_batch_preparer
 from .pipeline import prepared_batches
 from .session import Runner, cpu_count, make_session
 
@@ -344,7 +345,7 @@ def extract_features(
     pos = 0
     todo_iter = iter(todo)
     for pb in prepared_batches(load, batches(), workers=n_workers, prefetch=prefetch,
-                               bad_types=_bad_types()):
+                               bad_types=_bad_types(), prepare=array_batch_preparer(ds, spec)):
         if cur_k is None:
             cur_k = next(todo_iter)
             a, b = plan[cur_k]

@@ -80,19 +80,20 @@ def prepare_batch(
 
 
 def prepared_batches(
-    load: Callable[[int], np.ndarray],
+    load: Callable[[int], np.ndarray] | None,
     batches: Iterable[np.ndarray],
     *,
     workers: int = 2,
     prefetch: int | None = None,
     bad_types: tuple[type, ...] = (),
+    prepare: Callable[[np.ndarray], PreparedBatch] | None = None,
 ) -> Iterator[PreparedBatch]:
     """Yield :class:`PreparedBatch` for each index array of ``batches``, in order.
 
     Parameters
     ----------
     load : callable
-        ``load(i) -> ndarray`` (thread-safe).
+        ``load(i) -> ndarray`` (thread-safe); unused when ``prepare`` is given.
     batches : iterable of ndarray of int
         Index arrays, consumed lazily.
     workers : int
@@ -101,10 +102,18 @@ def prepared_batches(
         Batches in flight at most (default ``2 * workers``).
     bad_types : tuple of exception types
         See :func:`prepare_batch`.
+    prepare : callable, optional
+        ``prepare(indices) -> PreparedBatch`` for a whole batch at once (a vectorised
+        path); default: :func:`prepare_batch` with ``load``.
     """
+    if prepare is None:
+
+        def prepare(idx: np.ndarray) -> PreparedBatch:
+            return prepare_batch(load, idx, bad_types)
+
     if workers <= 0:
         for idx in batches:
-            yield prepare_batch(load, idx, bad_types)
+            yield prepare(idx)
         return
     depth = max(1, prefetch if prefetch is not None else 2 * workers)
     pending: collections.deque[Future] = collections.deque()
@@ -118,7 +127,7 @@ def prepared_batches(
                 if idx is None:
                     exhausted = True
                     break
-                pending.append(pool.submit(prepare_batch, load, idx, bad_types))
+                pending.append(pool.submit(prepare, idx))
             if not pending:
                 break
             yield pending.popleft().result()
