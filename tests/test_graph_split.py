@@ -228,3 +228,53 @@ def test_inspect_reports_head_and_cuts(built):
     info = inspect_model(path)
     assert info["head"] is None and "no classifier head" in info["head_error"]
     assert info["candidates"]
+
+
+def test_fixed_batch_model_certified_in_chunks(tmp_path):
+    fx = fm.resnet_gemm()
+    for vi in list(fx.model.graph.input) + list(fx.model.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "fixed.onnx"
+    fm.save(fx.model, path)
+    result = split_model(path, tmp_path, samples=3)
+    assert result.certificate["passed"] and result.certificate["samples"] == 3
+    F = onnx.load(str(result.features_path))
+    assert F.graph.output[0].type.tensor_type.shape.dim[0].dim_value == 1
+
+
+def test_failed_certificate_is_never_reused(built, tmp_path):
+    _, path = built["fp16_resnet"]
+    try:
+        split_model(path, tmp_path, samples=8, atol=0.0, rtol=0.0)
+    except VerificationFailed:
+        pass
+    else:
+        pytest.skip("this onnxruntime computes the fp16 split bit-exactly")
+    result = split_model(path, tmp_path, verify=False)
+    assert result.certificate is None  # redone, not the failed record
+
+
+def test_cut_with_unknown_static_shape_is_measured(tmp_path):
+    """A Reshape whose target comes from a non-constant, non-shape source: inference
+    cannot tell the width; the split measures it with onnxruntime."""
+    b = fm.Builder()
+    pool = b.op("GlobalAveragePool", [b.stem("input")])
+    # target = [-1] + (something data-dependent that is always 16): ReduceMax of ones * 16
+    ones = b.op("Shape", [b.op("Relu", [pool])])
+    width = b.op(
+        "Mul",
+        [
+            b.op(
+                "Div",
+                [b.op("ReduceProd", [ones], keepdims=1), b.op("ReduceProd", [ones], keepdims=1)],
+            ),
+            b.const([16], np.int64),
+        ],
+    )
+    target = b.op("Concat", [b.const([-1], np.int64), width], axis=0)
+    flat = b.op("Reshape", [b.op("Sigmoid", [pool]), target], out="mystery")
+    b.gemm(flat, 16, 10, out="logits")
+    path = tmp_path / "m.onnx"
+    fm.save(b.model(fm.NCHW, [("logits", ["N", 10])]), path)
+    result = split_model(path, tmp_path, cut="mystery", samples=2)
+    assert result.feature_dim == 16 and result.certificate["passed"]

@@ -38,6 +38,16 @@ def cpu_session(path: Path):
         raise ModelRejected(f"onnxruntime cannot load {path}: {first}") from None
 
 
+def cpu_session_from_bytes(data: bytes):
+    """A CPU session for an in-memory model that already passed onnx.checker."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 def input_spec(model: onnx.ModelProto, input_name: str) -> tuple[np.dtype, list]:
     """(numpy dtype, dims) of a graph input; dims are ints or names."""
     for vi in model.graph.input:

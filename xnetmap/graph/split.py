@@ -101,6 +101,9 @@ def plan_split(ix: GraphIndex, cut: str, name: str) -> _Plan:
     shape = ix.shape(cut_tensor)
     width = feature_width(shape)
     if width is None:
+        shape = probe_shape(ix, cut_tensor)
+        width = feature_width(shape)
+    if width is None:
         raise ModelRejected(
             f"{name}: the shape of cut tensor {cut_tensor!r} is unknown after shape inference "
             f"({shape}); choose another --cut (`xnetmap inspect {name}` shows shapes)"
@@ -122,6 +125,41 @@ def plan_split(ix: GraphIndex, cut: str, name: str) -> _Plan:
     return _Plan(cut_tensor, list(shape), width, logits, kept, dropped, head, rewrites)
 
 
+def probe_shape(ix: GraphIndex, tensor: str) -> list | None:
+    """The shape of ``tensor`` measured with onnxruntime on two random inputs, for
+    when shape inference cannot tell. Only for models held in memory (no
+    external data); returns None otherwise or when the run fails."""
+    from .certificate import cpu_session_from_bytes
+    from .external_data import is_external, iter_model_tensors
+
+    model = ix.model
+    if any(is_external(t) for t in iter_model_tensors(model)) or len(ix.graph_inputs) != 1:
+        return None
+    nodes, _ = reachable_nodes(ix, [tensor], set())
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    keep = set(nodes)
+    kept = [n for i, n in enumerate(model.graph.node) if i in keep]
+    del probe.graph.node[:]
+    probe.graph.node.extend(kept)
+    del probe.graph.output[:]
+    elem = ix.types.get(tensor, onnx.TensorProto.FLOAT)
+    rank = ix.shape(tensor)
+    dims = [None] * len(rank) if rank is not None else None
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, elem, dims))
+    try:
+        if dims is not None:  # else: a node subset of a model that passed the checker
+            onnx.checker.check_model(probe)
+        session = cpu_session_from_bytes(probe.SerializeToString())
+        dtype, dims = input_spec(model, ix.graph_inputs[0])
+        X, _ = random_inputs(dtype, dims, 2)
+        (value,) = session.run([tensor], {ix.graph_inputs[0]: X})
+    except Exception:  # noqa: BLE001 - the caller reports the unknown shape
+        return None
+    batch = ix.shape(ix.graph_inputs[0])
+    return [batch[0] if batch else "N", *[int(d) for d in value.shape[1:]]]
+
+
 def _reusable(json_path: Path, sha: str, cut: str, verify: bool) -> SplitResult | None:
     try:
         record = json.loads(json_path.read_text())
@@ -132,6 +170,8 @@ def _reusable(json_path: Path, sha: str, cut: str, verify: bool) -> SplitResult 
         cert = record.get("certificate")
         if verify and not (cert and cert.get("passed")):
             return None
+        if cert is not None and not cert.get("passed"):
+            return None  # never hand out parts whose certificate failed
         folder = json_path.parent
         f_path, c_path = folder / record["features_file"], folder / record["classifier_file"]
         if file_sha256(f_path) != record["features_sha256"]:
