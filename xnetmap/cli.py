@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -270,9 +269,12 @@ def extract_cmd(
                 speed = task.finished_speed or task.speed
                 return TextColumn.render(self, task) if speed is None else f"{speed:,.0f} img/s"
 
+        from rich.console import Console
+
         bar_ctx = Progress(
             TextColumn("extract"), BarColumn(), MofNCompleteColumn(), _Rate(""),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True,
+            console=Console(stderr=True),
         )
         task_id = bar_ctx.add_task("extract", total=None)
 
@@ -337,18 +339,279 @@ def extract_cmd(
 
 # ---- section: fit ---------------------------------------------------------------
 
+
+@app.command("fit")
+def fit_cmd(
+    source_store: Path = typer.Argument(..., help="Feature store of the source network A."),
+    target_store: Path = typer.Argument(..., help="Feature store of the target network B."),
+    out: Path = typer.Option(..., "-o", "--out", help="Map file to write (.npz)."),
+    solver: str = typer.Option(
+        "gd", "--solver",
+        help="gd (the paper's cosine-loss gradient descent), lstsq, ridge or procrustes.",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (gd only)."),
+    epochs: int = typer.Option(20, "--epochs", help="Maximum gd epochs (early stopping)."),
+    batch_size: int = typer.Option(8192, "--batch-size", help="gd minibatch rows."),
+    lr: float = typer.Option(
+        0.1, "--lr", help="gd step, dimensionless (times the curvature step ||y||^2/2).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seeds the held-out split and batch order."),
+    init: str = typer.Option("zero", "--init", help="gd start: zero or lstsq."),
+    calibrate: str = typer.Option(
+        "scalar", "--calibrate",
+        help="Output length: scalar (global least-squares scale, default), norm or none.",
+    ),
+    holdout: float = typer.Option(0.1, "--holdout", help="Held-out fraction for early stopping."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines."),
+    as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
+) -> None:
+    """Fit the affine map SOURCE_STORE features -> TARGET_STORE features into a map file."""
+    import json
+
+    from .fit import fit_map
+
+    def progress(rec: dict) -> None:
+        _echo_err(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.6f}, held-out "
+                  f"{rec['holdout_loss']:.6f}, lr {rec['lr']:.3g}, {rec['seconds']:.1f} s")
+
+    amap = fit_map(
+        source_store, target_store, out, solver=solver, device=device, epochs=epochs,
+        batch_size=batch_size, lr=lr, seed=seed, init=init, calibrate=calibrate,
+        holdout=holdout, progress=None if (quiet or as_json) else progress,
+    )
+    m = amap.metrics_
+    summary = {"map": str(out), "solver": solver, "d_in": amap.n_features_in_,
+               "d_out": amap.n_features_out_, "calibration": amap.calibration_["mode"],
+               "scale": amap.calibration_.get("scale"), "loss": m["loss"],
+               "cosine": m["cosine"], "r2": m["r2"], "metrics_on": m.get("on"),
+               "n_train": amap.info_["n_train"], "n_holdout": amap.info_["n_holdout"],
+               "n_masked": amap.info_.get("n_masked", 0),
+               "n_zero_target_rows": amap.info_["n_zero_target_rows"],
+               "epochs_run": len(amap.history_), "seconds": amap.info_["fit_seconds"]}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        typer.echo(
+            f"wrote {out}: {solver} map {amap.n_features_in_} -> {amap.n_features_out_}, "
+            f"{m.get('on', 'holdout')} loss {m['loss']:.6f}, cosine {m['cosine']:.5f}, "
+            f"R2 {m['r2']:.4f} ({summary['n_train']:,} train / {summary['n_holdout']:,} "
+            f"held-out rows, {summary['n_masked']} masked, {summary['seconds']:.1f} s)"
+        )
+
 # ---- end section: fit -----------------------------------------------------------
 
 # ---- section: study (run-study, demo) --------------------------------------------
+
+
+def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, bootstrap, seed,
+                    epochs, lr, calibrate, init):
+    from .study.pipeline import StudySettings
+
+    fit = {}
+    if epochs is not None:
+        fit["epochs"] = epochs
+    if lr is not None:
+        fit["lr"] = lr
+    if calibrate is not None:
+        fit["calibrate"] = calibrate
+    if init is not None:
+        fit["init"] = init
+    return StudySettings(head=head, cut=cut, solver=solver, fit=fit, device=device,
+                         batch_size=batch_size, workers=workers, max_bad=max_bad,
+                         n_boot=bootstrap, seed=seed)
+
+
+def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
+    from .report import format_matrix, format_table1
+
+    study = outcome.study
+    if json_out:
+        import json
+
+        typer.echo(json.dumps({
+            "report": {k: str(v) for k, v in outcome.reports.items()},
+            "seconds": outcome.seconds,
+            "models": [m.name for m in study.models],
+        }))
+        return
+    shown = study
+    if table_pair is not None and len(study.models) > 2:
+        shown = _sub_study(study, table_pair)
+    typer.echo(format_table1(shown))
+    if len(study.models) > 2:
+        for attribute in ("loss", "agreement", "cka"):
+            if attribute != "loss" or study.labelled:
+                typer.echo("")
+                typer.echo(format_matrix(study, attribute))
+    typer.echo("")
+    out = outcome.reports.get("report.md")
+    if out is not None:
+        typer.echo(f"reports: {Path(out).parent}/report.md, report.html, report.json, results.csv")
+
+
+def _sub_study(study, names):
+    from dataclasses import replace
+
+    models = [m for m in study.models if m.name in names]
+    pairs = [p for p in study.pairs if p.source in names and p.target in names]
+    return replace(study, models=models, pairs=pairs)
+
+
+_STUDY_OPTS = {
+    "head": typer.Option("native", "--head", help="native: the models' own classifiers; "
+                         "probe: a softmax probe per model (different label sets)."),
+    "cut": typer.Option("pooled", "--cut", help="pooled or penultimate."),
+    "solver": typer.Option("gd", "--solver", help="gd (the paper's), lstsq, ridge, procrustes."),
+    "device": typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+}
+
+
+@app.command("run-study")
+def run_study_cmd(
+    models: list[Path] = typer.Argument(..., help="Two or more ONNX classifiers."),
+    train: str | None = typer.Option(None, "--train", help="Training images for the maps "
+                                        "(path or kind:path; labels not needed)."),
+    val: str = typer.Option(..., "--val", help="Validation images (path or kind:path)."),
+    out: Path = typer.Option(Path("xnetmap-study"), "-o", "--out", help="Report folder."),
+    names: str | None = typer.Option(None, "--names", help="Comma-separated display names."),
+    head: str = _STUDY_OPTS["head"],
+    cut: str = _STUDY_OPTS["cut"],
+    solver: str = _STUDY_OPTS["solver"],
+    device: str = _STUDY_OPTS["device"],
+    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default OUT/cache)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Extraction batch size."),
+    workers: int | None = typer.Option(None, "--workers", help="Decode threads."),
+    max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
+    epochs: int | None = typer.Option(None, "--epochs", help="gd epochs."),
+    lr: float | None = typer.Option(None, "--lr", help="gd step size."),
+    calibrate: str | None = typer.Option(None, "--calibrate", help="none, scalar or norm."),
+    init: str | None = typer.Option(None, "--init", help="gd start: zero or lstsq."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
+) -> None:
+    """The paper's Table 1 for any set of models: split, extract, fit maps, evaluate, report."""
+    from .study.pipeline import run_study
+
+    settings = _study_settings(head, cut, solver, device, batch_size, workers, max_bad,
+                               bootstrap, seed, epochs, lr, calibrate, init)
+    outcome = run_study(
+        models, val=val, train=train, out_dir=out,
+        names=[n.strip() for n in names.split(",")] if names else None,
+        settings=settings, cache_dir=cache,
+        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
+    )
+    _print_study(outcome, json_out=json_out)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("xnetmap-demo"), "-o", "--out", help="Report folder."),
+    train: str | None = typer.Option(None, "--train", help="Training images for the maps "
+                                        "(default: the 20,000 bundled ones)."),
+    solver: str = _STUDY_OPTS["solver"],
+    device: str = _STUDY_OPTS["device"],
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Run the study on the bundled zoo and Fashion-MNIST; print Table 1 and the matrices."""
+    import time
+
+    from .study.demo import bundled_data, bundled_models, display_name
+    from .study.pipeline import StudySettings, run_study
+
+    t0 = time.perf_counter()
+    models = bundled_models()
+    names = [display_name(m) for m in models]
+    bundled_train, val = bundled_data()
+    outcome = run_study(
+        models, val=str(val), train=train or str(bundled_train), out_dir=out, names=names,
+        settings=StudySettings(solver=solver, device=device),
+        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
+    )
+    typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
+    _print_study(outcome, json_out=False, table_pair=names[:2])
+    typer.echo(f"wall time: {time.perf_counter() - t0:.0f} s")
+
+
+@app.command("stitch")
+def stitch_cmd(
+    model_a: Path = typer.Argument(..., help="Source classifier A (or A.features.onnx)."),
+    model_b: Path = typer.Argument(..., help="Target classifier B (or B.classifier.onnx)."),
+    map_file: Path = typer.Argument(..., help="Map fitted from A to B (.npz)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Stitched ONNX model to write."),
+    cut: str = _STUDY_OPTS["cut"],
+    split_dir: Path | None = typer.Option(None, "--split-dir", help="Where to cache splits."),
+) -> None:
+    """Write one ONNX model F_A → M_{A→B} → C_B."""
+    from .graph.stitch import stitch_models
+
+    path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut)
+    typer.echo(f"wrote {path}")
 
 # ---- end section: study ----------------------------------------------------------
 
 # ---- section: check ----------------------------------------------------------------
 
+
+@app.command("check")
+def check_cmd(
+    reference: Path = typer.Argument(..., help="Reference ONNX classifier."),
+    candidate: Path = typer.Argument(..., help="Candidate ONNX classifier."),
+    val: str = typer.Option(..., "--val", help="Validation images (path or kind:path)."),
+    train: str | None = typer.Option(None, "--train", help="Training images: enables the "
+                                        "map-based comparison (needed when outputs differ)."),
+    policy: Path | None = typer.Option(None, "--policy", help="TOML policy file."),
+    max_loss: float | None = typer.Option(None, "--max-loss", help="Max stitched loss, points."),
+    min_agreement: float | None = typer.Option(None, "--min-agreement",
+                                                  help="Min top-1 agreement, %."),
+    max_acc_drop: float | None = typer.Option(None, "--max-acc-drop",
+                                                 help="Max accuracy drop, points."),
+    max_abs_diff: float | None = typer.Option(None, "--max-abs-diff",
+                                                 help="Max absolute output difference."),
+    min_cka: float | None = typer.Option(None, "--min-cka", help="Min linear CKA."),
+    baseline: Path | None = typer.Option(None, "--baseline", help="Golden baseline to compare."),
+    save_baseline: Path | None = typer.Option(None, "--save-baseline",
+                                                 help="Write this run's metrics as a baseline."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Write JUnit XML (one test case per metric)."
+    ),
+    cache: Path = typer.Option(Path(".xnetmap-cache"), "--cache", help="Cache folder."),
+    solver: str = _STUDY_OPTS["solver"],
+    device: str = _STUDY_OPTS["device"],
+    cut: str = _STUDY_OPTS["cut"],
+    batch_size: int = typer.Option(128, "--batch-size"),
+    max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """CI gate: is CANDIDATE still functionally equivalent to REFERENCE? Exit 0 pass, 1 fail."""
+    from . import check as chk
+    from .study.pipeline import StudySettings
+
+    pol = chk.load_policy(policy, max_loss=max_loss, min_agreement=min_agreement,
+                          max_acc_drop=max_acc_drop, max_abs_diff=max_abs_diff, min_cka=min_cka)
+    settings = StudySettings(cut=cut, solver=solver, device=device, batch_size=batch_size,
+                             max_bad=max_bad)
+    result = chk.check_models(
+        reference, candidate, val=val, train=train, policy=pol, baseline=baseline,
+        settings=settings, cache_dir=cache,
+        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
+    )
+    typer.echo(chk.format_summary(result))
+    if json_file is not None:
+        chk.write_json(result, json_file)
+    if junit is not None:
+        chk.write_junit(result, junit)
+    if save_baseline is not None:
+        chk.save_baseline(result, save_baseline)
+        typer.echo(f"baseline written to {save_baseline}")
+    raise typer.Exit(0 if result.passed else 1)
+
 # ---- end section: check ------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the typer app, map errors to DESIGN.md's exit codes.
 
     typer (click) handles usage errors itself (exit 2) and ``--help``; an

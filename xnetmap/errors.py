@@ -38,7 +38,7 @@ class InputError(UsageError):
 
 
 class DeviceUnavailable(UsageError):
-    """A requested device or execution provider is not available (exit 2, never a silent CPU run)."""
+    """A requested device or provider is not available (exit 2; never a silent CPU run)."""
 
 
 class ModelRejected(XnetmapError):

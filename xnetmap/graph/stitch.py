@@ -1,0 +1,234 @@
+"""Stitch F_A → M_{A→B} → C_B into one ONNX model.
+
+The stitched graph takes model A's input, computes A's features, applies the
+affine map as one ``Gemm`` (``features_B = features_A @ W.T + b``) and runs model
+B's classifier, so a user can deploy or inspect the mapped network. Its outputs
+are B's classifier outputs, with B's names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelRejected, UsageError
+
+FEATURES = "features"
+_MAPPED = "xnetmap_mapped_features"
+
+
+def _default_opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ModelRejected(f"model {model.graph.name!r} imports no default-domain opset")
+
+
+def _to_opset(model, version: int, label: str):
+    from onnx import version_converter
+
+    if _default_opset(model) == version:
+        return model
+    try:
+        return version_converter.convert_version(model, version)
+    except Exception as err:  # the converter raises bare RuntimeErrors
+        raise ModelRejected(
+            f"{label}: cannot convert from opset {_default_opset(model)} to {version} "
+            f"to stitch it with the other model ({err}); re-export both with the same opset"
+        ) from err
+
+
+def stitch_graphs(
+    features_a,
+    W: np.ndarray,
+    b: np.ndarray,
+    classifier_b,
+    *,
+    name: str = "",
+    norm: dict | None = None,
+):
+    """Build the ModelProto F_A → Gemm(W, b) → C_B.
+
+    With ``norm`` (a map calibrated with ``--calibrate norm``: keys ``norm_w``
+    (d_in,), ``norm_b``, ``eps``) each mapped row is rescaled to the length
+    ``max(a · norm_w + norm_b, 0)`` predicted from the source features ``a``,
+    exactly as :meth:`xnetmap.fit.AffineMap.transform` does.
+
+    Parameters
+    ----------
+    features_a : onnx.ModelProto
+        A's feature extractor, one output named ``features`` of shape [N, d_in].
+    W : ndarray of shape (d_out, d_in)
+    b : ndarray of shape (d_out,)
+    classifier_b : onnx.ModelProto
+        B's classifier, one input named ``features`` of shape [N, d_out].
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    W = np.asarray(W, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32).reshape(-1)
+    if W.ndim != 2 or b.shape[0] != W.shape[0]:
+        raise UsageError(
+            f"map has W of shape {W.shape} and b of shape {b.shape}: "
+            "expected (d_out, d_in) and (d_out,)"
+        )
+    f_out = [o.name for o in features_a.graph.output]
+    c_in = [i.name for i in classifier_b.graph.input]
+    if f_out != [FEATURES] or c_in != [FEATURES]:
+        raise ModelRejected(
+            f"stitch expects xnetmap split parts: F with output 'features' (got {f_out}) "
+            f"and C with input 'features' (got {c_in}); run `xnetmap split` first"
+        )
+
+    opset = max(_default_opset(features_a), _default_opset(classifier_b))
+    fa = _to_opset(features_a, opset, "model A's feature extractor")
+    cb = _to_opset(classifier_b, opset, "model B's classifier")
+    fa = onnx.compose.add_prefix(fa, "a/", rename_inputs=False, rename_outputs=False)
+    cb = onnx.compose.add_prefix(cb, "b/", rename_inputs=False, rename_outputs=False)
+
+    # Feature dtype: fp16 models compute features in fp16; the map runs in float32.
+    def _elem(vi):
+        return vi.type.tensor_type.elem_type
+
+    fa_dtype = _elem(fa.graph.output[0])
+    cb_dtype = _elem(cb.graph.input[0])
+    nodes = list(fa.graph.node)
+    src = FEATURES
+    if fa_dtype != onnx.TensorProto.FLOAT:
+        nodes.append(
+            helper.make_node("Cast", [src], ["xnetmap_features_f32"], to=onnx.TensorProto.FLOAT)
+        )
+        src = "xnetmap_features_f32"
+    mapped = _MAPPED
+    nodes.append(
+        helper.make_node("Gemm", [src, "xnetmap_map_W", "xnetmap_map_b"], [mapped], transB=1)
+    )
+    extra_inits = []
+    if norm is not None:
+        w = np.asarray(norm["norm_w"], np.float32).reshape(-1, 1)
+        extra_inits += [
+            numpy_helper.from_array(w, "xnetmap_norm_w"),
+            numpy_helper.from_array(np.asarray([norm["norm_b"]], np.float32), "xnetmap_norm_b"),
+            numpy_helper.from_array(
+                np.asarray([norm.get("eps", 1e-12)], np.float32), "xnetmap_norm_eps"
+            ),
+            numpy_helper.from_array(np.asarray([1], np.int64), "xnetmap_axis1"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [src, "xnetmap_norm_w"], ["xnetmap_len_raw"]),
+            helper.make_node("Add", ["xnetmap_len_raw", "xnetmap_norm_b"], ["xnetmap_len_aff"]),
+            helper.make_node("Relu", ["xnetmap_len_aff"], ["xnetmap_len"]),
+            helper.make_node("ReduceL2", [mapped, "xnetmap_axis1"], ["xnetmap_ny_raw"], keepdims=1)
+            if opset >= 18
+            else helper.make_node("ReduceL2", [mapped], ["xnetmap_ny_raw"], axes=[1], keepdims=1),
+            helper.make_node("Max", ["xnetmap_ny_raw", "xnetmap_norm_eps"], ["xnetmap_ny"]),
+            helper.make_node("Div", ["xnetmap_len", "xnetmap_ny"], ["xnetmap_ratio"]),
+            helper.make_node("Mul", [mapped, "xnetmap_ratio"], ["xnetmap_mapped_norm"]),
+        ]
+        mapped = "xnetmap_mapped_norm"
+    if cb_dtype != onnx.TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [mapped], ["xnetmap_mapped_cast"], to=cb_dtype))
+        mapped = "xnetmap_mapped_cast"
+    # C_B's input 'features' becomes an internal tensor fed by the map.
+    nodes.append(helper.make_node("Identity", [mapped], ["b_features_in"]))
+    for node in cb.graph.node:
+        node.input[:] = ["b_features_in" if x == FEATURES else x for x in node.input]
+        nodes.append(node)
+
+    inits = list(fa.graph.initializer) + list(cb.graph.initializer)
+    inits.append(numpy_helper.from_array(W, "xnetmap_map_W"))
+    inits.append(numpy_helper.from_array(b, "xnetmap_map_b"))
+    inits += extra_inits
+    graph = helper.make_graph(
+        nodes,
+        name or f"{features_a.graph.name}_to_{classifier_b.graph.name}",
+        list(fa.graph.input),
+        list(cb.graph.output),
+        initializer=inits,
+        value_info=list(fa.graph.value_info) + list(cb.graph.value_info),
+    )
+    graph.sparse_initializer.extend(
+        list(fa.graph.sparse_initializer) + list(cb.graph.sparse_initializer)
+    )
+    opsets = {}
+    for m in (fa, cb):
+        for imp in m.opset_import:
+            dom = "" if imp.domain == "ai.onnx" else imp.domain
+            opsets[dom] = max(opsets.get(dom, 0), int(imp.version))
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+        producer_name="xnetmap",
+    )
+    model.ir_version = max(fa.ir_version, cb.ir_version)
+    # B's metadata (labels) describes the stitched outputs; A's preprocessing describes its input.
+    meta = {p.key: p.value for p in classifier_b.metadata_props}
+    meta.update(
+        {p.key: p.value for p in features_a.metadata_props if p.key == "xnetmap.preprocess"}
+    )
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def stitch_models(model_a, model_b, map_path, out_path, *, split_dir=None, cut: str = "pooled"):
+    """Path-level twin of :func:`stitch_graphs`: ``xnetmap stitch A.onnx B.onnx MAP.npz -o OUT``.
+
+    A and B are full classifiers (split on the fly, cached in ``split_dir``) or
+    already-split parts (``NAME.features.onnx`` for A, ``NAME.classifier.onnx`` for B).
+    Returns the output path. The written model passes onnx.checker.
+    """
+    import onnx
+
+    from ..fit import AffineMap
+    from .load import load_model
+    from .split import split_model
+
+    out_path = Path(out_path)
+    fa_path = _part(model_a, "features", split_dir, cut, split_model)
+    cb_path = _part(model_b, "classifier", split_dir, cut, split_model)
+    amap = AffineMap.load(map_path)
+    W, b = amap.W_, amap.b_
+    fa, cb = load_model(fa_path), load_model(cb_path)
+    d_in = _width(fa.graph.output[0])
+    d_out = _width(cb.graph.input[0])
+    if (d_in is not None and W.shape[1] != d_in) or (d_out is not None and W.shape[0] != d_out):
+        raise UsageError(
+            f"{map_path}: W has shape {tuple(W.shape)} but A's features are {d_in}-d and "
+            f"B's classifier takes {d_out}-d; was the map fitted from A to B?"
+        )
+    cal = getattr(amap, "calibration_", {}) or {}
+    norm = None
+    if cal.get("mode") == "norm":
+        norm = {"norm_w": cal["norm_w"], "norm_b": cal["norm_b"], "eps": amap.eps}
+    model = stitch_graphs(
+        fa, W, b, cb, name=f"{Path(model_a).stem}_to_{Path(model_b).stem}", norm=norm
+    )
+    model.metadata_props.add(
+        key="xnetmap.stitch",
+        value=json.dumps({"a": str(model_a), "b": str(model_b), "map": str(map_path)}),
+    )
+    onnx.checker.check_model(model)
+    from ..fsutil import atomic_write_bytes
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_path, model.SerializeToString())
+    return out_path
+
+
+def _width(value_info):
+    dims = value_info.type.tensor_type.shape.dim
+    if len(dims) == 2 and dims[1].HasField("dim_value"):
+        return int(dims[1].dim_value)
+    return None
+
+
+def _part(model, which, split_dir, cut, split_model):
+    path = Path(model)
+    if path.name.endswith(f".{which}.onnx"):
+        return path
+    result = split_model(path, split_dir, cut=cut, verify=False)
+    return Path(result.features_path if which == "features" else result.classifier_path)
