@@ -34,11 +34,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask_mode() -> int:
+    """0o666 minus the process umask: what open() would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _umask_mode())  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -59,6 +67,7 @@ def _copy_external(part: onnx.ModelProto, source_model: Path, data_path: Path) -
         return False
     fd, tmp = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".tmp", dir=data_path.parent)
     try:
+        os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "wb") as out:
             offset = 0
             for tensor in tensors:
