@@ -35,7 +35,7 @@ import numpy as np
 
 from .kernels import EPS, LossGradWork, cuda_loss_grad, numpy_loss_grad
 from .optim import cuda_nesterov, nesterov_step_numpy
-from .rows import take_into
+from .rows import iter_chunks, take_into
 
 
 @dataclass
@@ -118,7 +118,9 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     bufA = np.empty((B, d_in), f32)
     bufT = np.empty((B, d_out), f32)
     on_gpu = xp is not np
+    dev_X = dev_Y = None
     if on_gpu:
+        dev_X, dev_Y = _upload_if_fits(xp, X, Y)
         dA, dT = xp.empty((B, d_in), f32), xp.empty((B, d_out), f32)
         dP = xp.empty((B, d_out), f32)
         dloss, dysq = xp.empty(B, f32), xp.empty(B, f32)
@@ -130,6 +132,10 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
         work = LossGradWork(B, d_out)
         tmpW, tmpc = np.empty_like(W), np.empty_like(c)
 
+    if not on_gpu:  # target norms never change: one pass now saves one per step
+        x_norm = np.zeros(Y.shape[0], f32)
+        for idx, blk in iter_chunks(Y, train):
+            x_norm[idx] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
     rng = np.random.default_rng(cfg.seed)
     lr = float(cfg.lr)
     best = (np.inf, None, None)
@@ -144,13 +150,18 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
         for s in range(0, len(perm), B):
             idx = np.sort(perm[s : s + B])
             n = len(idx)
-            A = take_into(X, idx, bufA)
-            T = take_into(Y, idx, bufT)
-            if on_gpu:
-                A = dA[:n]
-                A.set(bufA[:n])
-                T = dT[:n]
-                T.set(bufT[:n])
+            if dev_X is not None:  # whole matrices on the device: gather there
+                idx_d = xp.asarray(idx)
+                A, T = dA[:n], dT[:n]
+                xp.take(dev_X, idx_d, axis=0, out=A)
+                xp.take(dev_Y, idx_d, axis=0, out=T)
+            else:
+                A = take_into(X, idx, bufA)
+                T = take_into(Y, idx, bufT)
+                if on_gpu:
+                    A, T = dA[:n], dT[:n]
+                    A.set(bufA[:n])
+                    T.set(bufT[:n])
             P = dP[:n]
             xp.matmul(A, W.T, out=P)
             P += b
@@ -158,7 +169,8 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
                 loss, ysq = dloss[:n], dysq[:n]
                 loss_grad(P, T, loss, ysq, 1.0 / n, cfg.eps)
             else:
-                loss, ysq = numpy_loss_grad(P, T, work, scale=1.0 / n, eps=cfg.eps)
+                loss, ysq = numpy_loss_grad(P, T, work, scale=1.0 / n, eps=cfg.eps,
+                                            x_norm=x_norm[idx])
             loss_sum += loss.sum(dtype=np.float64)
             xp.matmul(P.T, A, out=gW)
             xp.sum(P, axis=0, out=gc)
@@ -179,7 +191,13 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
         W_h, b_h = _to_host(W), _to_host(b)  # the per-epoch synchronisation
         if on_gpu:
             train_time = time.perf_counter() - t0
-        hold_loss = holdout_loss(X, Y, hold, W_h, b_h, eps=cfg.eps) if len(hold) else np.nan
+        if not len(hold):
+            hold_loss = np.nan
+        elif dev_X is not None:
+            hold_loss = _device_loss(xp, dev_X, dev_Y, hold, W, b, dP, dloss, dysq, loss_grad,
+                                     cfg.eps)
+        else:
+            hold_loss = holdout_loss(X, Y, hold, W_h, b_h, eps=cfg.eps)
         rec = {"epoch": epoch, "train_loss": float(loss_sum) / len(perm),
                "holdout_loss": float(hold_loss), "lr": lr, "epoch_seconds": train_time,
                "seconds": time.perf_counter() - t0}
@@ -201,6 +219,38 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
         best = (np.nan, W_h, b_h)
     return GDResult(best[1].astype(np.float64), best[2].astype(np.float64), history,
                     best_epoch, stopped)
+
+
+def _upload_if_fits(xp: Any, X: Any, Y: Any) -> tuple[Any, Any]:
+    """Copy X and Y to the device when they take under 60% of its free memory."""
+    need = X.shape[0] * (X.shape[1] + Y.shape[1]) * 4
+    free = xp.cuda.Device().mem_info[0]
+    if need > 0.6 * free:
+        return None, None
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    out = []
+    for M in (X, Y):
+        D = xp.empty(M.shape, np.float32)
+        for idx, blk in iter_chunks(M, rows):
+            D[idx[0] : idx[-1] + 1].set(np.ascontiguousarray(blk))
+        out.append(D)
+    return out[0], out[1]
+
+
+def _device_loss(xp: Any, dev_X: Any, dev_Y: Any, hold: np.ndarray, W: Any, b: Any, dP: Any,
+                 dloss: Any, dysq: Any, loss_grad: Any, eps: float) -> float:
+    """Mean held-out loss computed on the device with the fused kernel (one sync)."""
+    B = dP.shape[0]
+    total = xp.zeros((), np.float64)
+    for s in range(0, len(hold), B):
+        idx = xp.asarray(hold[s : s + B])
+        n = len(idx)
+        P = dP[:n]
+        xp.matmul(xp.take(dev_X, idx, axis=0), W.T, out=P)
+        P += b
+        loss_grad(P, xp.take(dev_Y, idx, axis=0), dloss[:n], dysq[:n], 1.0, eps)
+        total += dloss[:n].sum(dtype=np.float64)
+    return float(total) / len(hold)
 
 
 def _to_host(a: Any) -> np.ndarray:

@@ -11,10 +11,12 @@ With ``t = x/||x||``, ``u = y/||y||`` and ``c = t.u``:
                                = alpha x + beta y,
     alpha = -2 / (||x|| ||y||),   beta = 2 c / ||y||^2.
 
-Both norms are clamped below by ``eps`` so a zero row gives a finite loss and a
-zero gradient instead of NaN. The kernel writes the gradient (times ``scale``,
-normally ``1/batch``) over the prediction buffer in place, the per-row loss, and
-``||y||^2`` per row (used to set the step size, see :mod:`xnetmap.fit.gd`).
+Both norms are clamped below by ``eps`` so a zero row gives a finite loss
+instead of NaN, and a zero-length prediction (where the direction, hence the
+gradient, is undefined) gets a zero gradient rather than a ``1/eps`` one. The
+kernel writes the gradient (times ``scale``, normally ``1/batch``) over the
+prediction buffer in place, the per-row loss, and ``||y||^2`` per row (used to
+set the step size, see :mod:`xnetmap.fit.gd`).
 
 The CUDA source is compiled through ``cp.RawKernel`` by :func:`cuda_loss_grad`;
 ``cp`` always comes from :func:`xnetmap.backend.array_module`, never imported here.
@@ -64,13 +66,14 @@ void cosine_loss_grad(const float* y, const float* __restrict__ x,
         __syncthreads();
     }
     const float nx = fmaxf(sqrtf(sh[0]), eps);
-    const float ny = fmaxf(sqrtf(sh[bd]), eps);
+    const float ny_raw = sqrtf(sh[bd]);
+    const float ny = fmaxf(ny_raw, eps);
     const float c = sh[2 * bd] / (nx * ny);
     if (tid == 0) {
         loss[row] = fmaxf(2.f - 2.f * c, 0.f);
         ysq[row] = ny * ny;
     }
-    const float alpha = -2.f * scale / (nx * ny);
+    const float alpha = (ny_raw > eps) ? -2.f * scale / (nx * ny) : 0.f;
     const float beta = 2.f * scale * c / (ny * ny);
     for (int j = tid; j < d; j += bd) {
         g[off + j] = alpha * x[off + j] + beta * y[off + j];
@@ -99,11 +102,13 @@ class LossGradWork:
         self.alpha = np.empty(batch, np.float32)
         self.beta = np.empty(batch, np.float32)
         self.loss = np.empty(batch, np.float32)
+        self.ok = np.empty(batch, bool)
         self.tmp = np.empty((batch, d_out), np.float32)
 
 
 def numpy_loss_grad(
-    Y: np.ndarray, X: np.ndarray, work: LossGradWork, *, scale: float, eps: float = EPS
+    Y: np.ndarray, X: np.ndarray, work: LossGradWork, *, scale: float, eps: float = EPS,
+    x_norm: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of ``cosine_loss_grad``: loss per row and dE/dY, in place.
 
@@ -119,6 +124,9 @@ def numpy_loss_grad(
         Multiplies the gradient (``1/batch`` for a mean loss).
     eps : float
         Lower bound on both norms.
+    x_norm : ndarray of shape (n,), optional
+        ``||x||`` per row when already known (target norms do not change between
+        epochs, so the fit computes them once and saves a pass per step).
 
     Returns
     -------
@@ -131,12 +139,16 @@ def numpy_loss_grad(
     sxx, syy, sxy = work.sxx[:n], work.syy[:n], work.sxy[:n]
     alpha, beta, loss = work.alpha[:n], work.beta[:n], work.loss[:n]
     tmp = work.tmp[:n]
-    np.einsum("ij,ij->i", X, X, out=sxx)
+    if x_norm is None:
+        np.einsum("ij,ij->i", X, X, out=sxx)
+        np.sqrt(sxx, out=sxx)
+    else:
+        sxx[...] = x_norm
     np.einsum("ij,ij->i", Y, Y, out=syy)
     np.einsum("ij,ij->i", X, Y, out=sxy)
-    np.sqrt(sxx, out=sxx)
     np.maximum(sxx, eps, out=sxx)  # nx
     np.sqrt(syy, out=syy)
+    ok = np.greater(syy, eps, out=work.ok[:n])
     np.maximum(syy, eps, out=syy)  # ny
     np.multiply(sxx, syy, out=alpha)  # nx*ny
     np.divide(sxy, alpha, out=sxy)  # c
@@ -144,6 +156,7 @@ def numpy_loss_grad(
     loss += 2.0
     np.maximum(loss, 0.0, out=loss)
     np.divide(-2.0 * scale, alpha, out=alpha)
+    alpha *= ok  # undefined direction of a zero prediction: no gradient
     np.multiply(syy, syy, out=syy)  # ny^2
     np.divide(sxy, syy, out=beta)
     beta *= 2.0 * scale
