@@ -278,3 +278,32 @@ def test_cut_with_unknown_static_shape_is_measured(tmp_path):
     fm.save(b.model(fm.NCHW, [("logits", ["N", 10])]), path)
     result = split_model(path, tmp_path, cut="mystery", samples=2)
     assert result.feature_dim == 16 and result.certificate["passed"]
+
+
+def test_changed_external_weights_are_not_reused(tmp_path):
+    fx = fm.resnet_gemm()
+    fm.save(fx.model, tmp_path / "net.onnx", external=True)
+    first = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    data = tmp_path / "net.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[:4] = np.float32(3.0).tobytes()  # same size, new weights
+    data.write_bytes(bytes(raw))
+    second = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    assert second.model_sha256 == first.model_sha256  # the .onnx file did not change
+    record = json.loads(second.json_path.read_text())
+    assert record["external_data"][0]["file"] == "net.onnx.data"
+    assert record["external_data"][0]["mtime_ns"] == data.stat().st_mtime_ns
+
+
+def test_inspect_shows_preprocess_metadata(tmp_path):
+    fx = fm.resnet_gemm()
+    spec = {"version": 1, "size": [8, 8], "resize": None, "crop": "none"}
+    fx.model.metadata_props.add(key="xnetmap.preprocess", value=json.dumps(spec))
+    fx.model.metadata_props.add(key="xnetmap.labels", value=json.dumps([str(i) for i in range(10)]))
+    fm.save(fx.model, tmp_path / "m.onnx")
+    info = inspect_model(tmp_path / "m.onnx")
+    assert info["preprocess"] == spec and info["labels"] == 10
+    result = split_model(tmp_path / "m.onnx", samples=2)  # default out_dir: the model's folder
+    assert result.features_path.parent == tmp_path
+    meta = {p.key: p.value for p in onnx.load(str(result.classifier_path)).metadata_props}
+    assert json.loads(meta["xnetmap.preprocess"]) == spec

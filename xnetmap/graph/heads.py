@@ -513,6 +513,9 @@ def cut_candidates(ix: GraphIndex, limit: int = 15) -> list[tuple[str, list | No
     late = []
     for node in reversed(ix.nodes):
         for name in node.output:
+            shape = ix.shape(name)
+            if shape is not None and len(shape) < 2:
+                continue  # shape arithmetic, scalars
             if name and name not in outputs and not ix.is_const(name):
                 late.append(name)
     vectors = [t for t in late if is_vector_like(ix.shape(t))]

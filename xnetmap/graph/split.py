@@ -160,12 +160,33 @@ def probe_shape(ix: GraphIndex, tensor: str) -> list | None:
     return [batch[0] if batch else "N", *[int(d) for d in value.shape[1:]]]
 
 
-def _reusable(json_path: Path, sha: str, cut: str, verify: bool) -> SplitResult | None:
+def data_stamp(model: onnx.ModelProto, model_path: Path) -> list[dict]:
+    """Name, size and mtime of each external data file: the model sha256 covers
+    only the ``.onnx`` file, so reuse also checks that its weights did not change."""
+    from .external_data import validate_external_data
+
+    files = sorted({ref.path for ref in validate_external_data(model, model_path)})
+    stamps = []
+    for path in files:
+        st = path.stat()
+        stamps.append(
+            {
+                "file": str(path.relative_to(model_path.parent)),
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+            }
+        )
+    return stamps
+
+
+def _reusable(
+    json_path: Path, sha: str, cut: str, verify: bool, stamp: list[dict]
+) -> SplitResult | None:
     try:
         record = json.loads(json_path.read_text())
         if record.get("format") != SPLIT_FORMAT or record.get("model_sha256") != sha:
             return None
-        if record.get("cut") != cut:
+        if record.get("cut") != cut or record.get("external_data", []) != stamp:
             return None
         cert = record.get("certificate")
         if verify and not (cert and cert.get("passed")):
@@ -261,8 +282,9 @@ def split_model(
         raise InputError(f"output folder {out} is a file")
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.split.json"
+    stamp = data_stamp(model, model_path)
     if images is None and json_path.exists():
-        reused = _reusable(json_path, sha, cut, verify)
+        reused = _reusable(json_path, sha, cut, verify, stamp)
         if reused is not None:
             return reused
 
@@ -333,6 +355,7 @@ def split_model(
         "xnetmap_version": __version__,
         "model_path": str(model_path),
         "model_sha256": sha,
+        "external_data": stamp,
         "cut": cut,
         "cut_tensor": plan.cut_tensor,
         "cut_shape": plan.cut_shape,
