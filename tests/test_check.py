@@ -1,0 +1,183 @@
+"""`xnetmap check` on the bundled zoo: pass, fail, fp16, swapped classes, policy, JUnit, drift."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from zoo_data import MODELS, fashion, write_npz
+
+from xnetmap.cli import main
+
+REF = MODELS / "resnet_v2.onnx"
+OTHER = MODELS / "inception.onnx"
+
+
+def _run(*args) -> tuple[int, str]:
+    out = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("check")
+    xt, yt = fashion("train", 1200)
+    xv, yv = fashion("test", 500, start=1000)
+    return {
+        "train": write_npz(root / "train.npz", xt, yt),
+        "val": write_npz(root / "val.npz", xv, yv),
+        "cache": root / "cache",
+        "root": root,
+    }
+
+
+def _final_gemm(model: onnx.ModelProto):
+    """The last Gemm/MatMul weight initializer and its bias (the classifier layer)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in reversed(model.graph.node):
+        if node.op_type == "Gemm":
+            return node, inits[node.input[1]], inits.get(node.input[2])
+    raise AssertionError("no Gemm in the model")
+
+
+@pytest.fixture(scope="module")
+def swapped(data):
+    """The reference with classifier rows 0 and 6 swapped (T-shirt and Shirt change places)."""
+    model = onnx.load(str(REF))
+    node, w, b = _final_gemm(model)
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    W = numpy_helper.to_array(w).copy()
+    if trans_b:
+        W[[0, 6]] = W[[6, 0]]
+    else:
+        W[:, [0, 6]] = W[:, [6, 0]]
+    w.CopyFrom(numpy_helper.from_array(W, w.name))
+    if b is not None:
+        B = numpy_helper.to_array(b).copy()
+        B[[0, 6]] = B[[6, 0]]
+        b.CopyFrom(numpy_helper.from_array(B, b.name))
+    path = data["root"] / "swapped.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _to_fp16(src, dst):
+    """A float16 conversion as converters do it: fp16 weights and compute, float32 I/O."""
+    model = onnx.load(str(src))
+    g = model.graph
+    for t in g.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(
+                        numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT:
+                a.i = onnx.TensorProto.FLOAT16
+    inp, out = g.input[0].name, [o.name for o in g.output]
+    for node in g.node:
+        node.input[:] = [f"{inp}_fp16" if x == inp else x for x in node.input]
+        node.output[:] = [f"{x}_fp16" if x in out else x for x in node.output]
+    for node in g.node:
+        node.input[:] = [f"{x}_fp16" if x in out else x for x in node.input]
+    casts_in = [onnx.helper.make_node("Cast", [inp], [f"{inp}_fp16"], to=onnx.TensorProto.FLOAT16)]
+    casts_out = [onnx.helper.make_node("Cast", [f"{o}_fp16"], [o], to=onnx.TensorProto.FLOAT)
+                 for o in out]
+    nodes = casts_in + list(g.node) + casts_out
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_model_against_itself_passes(data):
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q")
+    assert code == 0, out
+    assert "PASS  top1_agreement" in out and "100.00 %" in out
+    assert out.strip().splitlines()[-1].startswith("PASS")
+
+
+def test_fp16_conversion_passes_under_fp16_thresholds(data):
+    fp16 = _to_fp16(REF, data["root"] / "resnet_fp16.onnx")
+    code, out = _run("check", REF, fp16, "--val", data["val"], "--cache", data["cache"],
+                     "--min-agreement", "99", "--max-acc-drop", "0.5", "--max-abs-diff", "0.1",
+                     "-q")
+    assert code == 0, out
+    # ...and it is really different: fp16 outputs are not bit-identical.
+    assert "max_abs_diff                 0 " not in out
+
+
+def test_swapped_classifier_rows_fail_with_exit_1(data, swapped, tmp_path):
+    junit = tmp_path / "check.xml"
+    code, out = _run("check", REF, swapped, "--val", data["val"], "--cache", data["cache"],
+                     "--junit", junit, "-q")
+    assert code == 1, out
+    assert "FAIL  top1_agreement" in out and "FAIL  acc_drop" in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert {"top1_agreement", "acc_drop", "max_abs_diff", "mean_abs_diff"} <= set(cases)
+    assert cases["top1_agreement"].find("failure") is not None
+    assert cases["max_abs_diff"].find("failure") is None
+    assert int(suite.get("failures")) == 2 and int(suite.get("tests")) == len(cases)
+
+
+def test_different_families_map_gate_follows_thresholds(data, tmp_path):
+    json_out = tmp_path / "r.json"
+    common = ["check", REF, OTHER, "--val", data["val"], "--train", data["train"],
+              "--cache", data["cache"], "-q", "--json", json_out]
+    policy = tmp_path / "loose.toml"
+    policy.write_text("[thresholds]\nmax_loss = 15.0\nmin_map_agreement = 80.0\n")
+    code, out = _run(*common, "--policy", policy)
+    assert code == 0, out
+    result = json.loads(json_out.read_text())
+    names = {m["name"]: m for m in result["metrics"]}
+    assert {"loss_ref_to_cand", "loss_cand_to_ref", "cka"} <= set(names)
+    assert "direct" in result["modes"] and "map" in result["modes"]
+    # A threshold below the measured loss fails the same comparison.
+    worst = max(names["loss_ref_to_cand"]["value"], names["loss_cand_to_ref"]["value"])
+    code, out = _run(*common, "--max-loss", f"{worst - 0.5:.2f}")
+    assert code == 1, out
+    assert "FAIL  loss_" in out
+
+
+def test_baseline_drift_is_detected(data, swapped, tmp_path):
+    base = tmp_path / "baseline.json"
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--save-baseline", base)
+    assert code == 0, out
+    # The swapped candidate passes these lax gates but drifts from the baseline.
+    code, out = _run("check", REF, swapped, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--min-agreement", "0", "--max-acc-drop", "100", "--baseline", base)
+    assert code == 1, out
+    assert "FAIL  drift:top1_agreement" in out
+
+
+@pytest.mark.parametrize(
+    "policy_text, message",
+    [("[thresholds]\nmin_agrement = 1\n", "unknown threshold"),
+     ("[thresholds\n", "not valid TOML"),
+     ("[thresholds]\nmax_loss = 'x'\n", "must be a number")],
+)
+def test_bad_policy_files_exit_2(data, tmp_path, policy_text, message):
+    policy = tmp_path / "p.toml"
+    policy.write_text(policy_text)
+    code, out = _run("check", REF, REF, "--val", data["val"], "--policy", policy,
+                     "--cache", data["cache"], "-q")
+    assert code == 2 and message in out

@@ -1,0 +1,187 @@
+"""run-study end to end on a slice of the bundled Fashion-MNIST, through the real CLI.
+
+Every number in Table 1 is recomputed here independently: the full original
+models and the split parts run directly in onnxruntime on inputs preprocessed
+by hand, the map applied with NumPy from the map file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from zoo_data import MODELS, fashion, model_input, run_onnx, write_npz
+
+from xnetmap.cli import main
+
+A, B = MODELS / "resnet_v2.onnx", MODELS / "inception.onnx"
+N_TRAIN, N_VAL = 1500, 600
+
+
+
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+
+
+def _run(args) -> Result:
+    """The real CLI entry point (exit codes included), output captured."""
+    out = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+    return Result(code, out.getvalue())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slices")
+    xt, yt = fashion("train", N_TRAIN)
+    xv, yv = fashion("test", N_VAL)
+    return {
+        "train": write_npz(root / "train.npz", xt, yt),
+        "val": write_npz(root / "val.npz", xv, yv),
+        "val_unlabeled": write_npz(root / "val_nolabels.npz", xv),
+        "xv": xv,
+        "yv": yv,
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="module")
+def study(data):
+    out = data["root"] / "study"
+    args = ["run-study", A, B, "--train", data["train"], "--val", data["val"], "-o", out]
+    res = _run([*args, "--epochs", "8", "--bootstrap", "200", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    return {"out": out, "args": args, "report": report, "stdout": res.output}
+
+
+def _pair(report, source, target):
+    for p in report["pairs"]:
+        if p["source"] == source and p["target"] == target:
+            return p
+    raise AssertionError(f"no pair {source} -> {target} in {report['pairs']}")
+
+
+def _model(report, name):
+    return next(m for m in report["models"] if m["name"] == name)
+
+
+def test_table1_native_rows_match_the_original_models(study, data):
+    x = model_input(data["xv"])
+    for path in (A, B):
+        logits = run_onnx(path, x)
+        correct = int((logits.argmax(1) == data["yv"]).sum())
+        m = _model(study["report"], path.stem)
+        assert m["n"] == N_VAL
+        assert m["correct"] == correct
+    assert "resnet_v2 to inception" in study["stdout"]
+    assert "R → I" in study["stdout"]
+
+
+def test_table1_pair_rows_match_an_independent_recomputation(study, data):
+    report = study["report"]
+    x = model_input(data["xv"])
+    cache = study["out"] / "cache" / "splits"
+    for src, tgt in ((A, B), (B, A)):
+        pair = _pair(report, src.stem, tgt.stem)
+        features = run_onnx(next(cache.glob(f"{src.stem}-*/{src.stem}.features.onnx")), x)
+        clf = next(cache.glob(f"{tgt.stem}-*/{tgt.stem}.classifier.onnx"))
+        with np.load(pair["map_path"], allow_pickle=False) as z:
+            W, b = z["W"], z["b"]
+        mapped = features @ W.T + b
+        logits = run_onnx(clf, mapped.astype(np.float32))
+        correct = int((logits.argmax(1) == data["yv"]).sum())
+        native = int((run_onnx(tgt, x).argmax(1) == data["yv"]).sum())
+        assert pair["correct"] == correct
+        assert pair["native_correct"] == native
+        # Loss_{B,A} = Acc(C_B(F_B)) - Acc(C_B(M F_A)), in points.
+        assert pair["loss"] == pytest.approx(100.0 * (native - correct) / N_VAL)
+        lo, hi = pair["loss_ci"]
+        assert lo <= pair["loss"] <= hi
+        agree = (logits.argmax(1) == run_onnx(tgt, x).argmax(1)).mean()
+        assert pair["agreement"] == pytest.approx(agree)
+        # Same-training-same-features on a toy scale: the maps lose little.
+        assert pair["loss"] < 10.0
+        assert 0.0 < pair["cka"] <= 1.0
+
+
+def test_stitched_model_reproduces_the_study_number(study, data, tmp_path):
+    pair = _pair(study["report"], A.stem, B.stem)
+    out = tmp_path / "a_to_b.onnx"
+    res = _run(["stitch", A, B, pair["map_path"], "-o", out])
+    assert res.exit_code == 0, res.output
+    logits = run_onnx(out, model_input(data["xv"]))
+    assert int((logits.argmax(1) == data["yv"]).sum()) == pair["correct"]
+
+
+def test_second_run_recomputes_nothing(study):
+    cache = study["out"] / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    res = _run([*study["args"], "--epochs", "8", "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert after == before
+    assert "fit map" in res.output  # the progress lines still name each step
+
+
+def test_reports_are_written(study):
+    out = study["out"]
+    md = (out / "report.md").read_text()
+    assert "| Description | Mapping | Correct | Percent | Loss |" in md
+    assert (out / "report.html").read_text().count("<img") >= 2
+    assert (out / "results.csv").read_text().count("\n") >= 4
+    assert study["report"]["schema"].startswith("xnetmap.study/")
+
+
+def test_probe_head(data):
+    out = data["root"] / "probe"
+    res = _run(["run-study", A, B, "--train", data["train"], "--val", data["val"], "-o", out,
+                "--head", "probe", "--epochs", "5", "--bootstrap", "50", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["head"] == "probe"
+    for m in report["models"]:
+        assert m["correct"] / m["n"] > 0.75  # a linear probe on good features
+
+
+def test_label_free_mode(data):
+    out = data["root"] / "nolabels"
+    res = _run(["run-study", A, B, "--train", data["train"], "--val", data["val_unlabeled"],
+                "-o", out, "--epochs", "5", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["labelled"] is False
+    assert all(p["correct"] is None and p["agreement"] > 0.5 for p in report["pairs"])
+    assert "label-free" in (out / "report.md").read_text().lower()
+
+
+def test_native_head_refuses_different_label_spaces(data, tmp_path):
+    import onnx
+
+    model = onnx.load(str(B))
+    for prop in model.metadata_props:
+        if prop.key == "xnetmap.labels":
+            prop.value = json.dumps([f"class {i}" for i in range(10)])
+    other = tmp_path / "relabelled.onnx"
+    onnx.save(model, str(other))
+    res = _run(["run-study", A, other, "--train", data["train"], "--val", data["val"],
+                "-o", tmp_path / "s", "-q"])
+    assert res.exit_code == 2
+    assert "--head probe" in res.output
+
+
+def test_missing_train_is_a_usage_error(data, tmp_path):
+    res = _run(["run-study", A, B, "--val", data["val"], "-o", tmp_path / "s"])
+    assert res.exit_code == 2
+    assert "--train" in res.output
