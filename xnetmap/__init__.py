@@ -24,6 +24,41 @@ _EXPORTS = {
     "VerificationFailed": "xnetmap.errors",
     "TooManyBadImages": "xnetmap.errors",
     "DeviceUnavailable": "xnetmap.errors",
+    # graph
+    "load_model": "xnetmap.graph",
+    "file_sha256": "xnetmap.graph",
+    "split_model": "xnetmap.graph",
+    "SplitResult": "xnetmap.graph",
+    "inspect_model": "xnetmap.graph",
+    "stitch_models": "xnetmap.graph.stitch",
+    "stitch_graphs": "xnetmap.graph.stitch",
+    # data
+    "open_dataset": "xnetmap.data",
+    "Dataset": "xnetmap.data",
+    "PreprocessSpec": "xnetmap.data",
+    "PRESETS": "xnetmap.data",
+    "UnreadableImage": "xnetmap.data",
+    "annotate_model": "xnetmap.data",
+    # extract
+    "extract_features": "xnetmap.extract",
+    "FeatureStore": "xnetmap.extract",
+    "make_session": "xnetmap.extract",
+    "run_model": "xnetmap.extract",
+    # fit
+    "AffineMap": "xnetmap.fit",
+    "fit_map": "xnetmap.fit",
+    # study and reports
+    "run_study": "xnetmap.study.pipeline",
+    "StudySettings": "xnetmap.study.pipeline",
+    "Study": "xnetmap.study.table",
+    "SoftmaxProbe": "xnetmap.study.probe",
+    "linear_cka": "xnetmap.study.cka",
+    "write_reports": "xnetmap.report",
+    "format_table1": "xnetmap.report",
+    # check
+    "check_models": "xnetmap.check",
+    "load_policy": "xnetmap.check",
+    "CheckPolicy": "xnetmap.check",
 }
 
 
