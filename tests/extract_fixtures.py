@@ -117,3 +117,27 @@ def write_folder_dataset(root: Path, n_per_class: int = 6, bad: bool = True) -> 
         full.unlink()
         (root / "b" / "bad_truncated.jpg").write_bytes(data[: len(data) // 2])
     return root
+
+
+def conv_classifier_model(path: Path, classes: int = 3, seed: int = 0) -> Path:
+    """Full classifier: the conv features net above + Gemm head -> ``logits`` [N, classes]."""
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32)
+    B = rng.normal(0, 0.1, (8,)).astype(np.float32)
+    Wfc = rng.normal(0, 0.5, (classes, 8)).astype(np.float32)
+    bfc = rng.normal(0, 0.1, (classes,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["pooled"], axis=1),
+        helper.make_node("Gemm", ["pooled", "Wfc", "bfc"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (B, "B"), (Wfc, "Wfc"),
+                                                      (bfc, "bfc"))],
+    )
+    return _save(graph, path, FASHION_PREPROCESS)

@@ -149,3 +149,21 @@ def test_cuda_that_is_not_obtained_is_an_error(setup):
         pytest.skip("a CUDA GPU is present")
     with pytest.raises(DeviceUnavailable, match="--device cuda"):
         make_session(model, "cuda")
+
+
+def test_full_classifier_split_on_the_fly(setup, tmp_path):
+    from extract_fixtures import conv_classifier_model
+
+    from xnetmap.graph import file_sha256
+
+    _, _, data = setup
+    full = conv_classifier_model(tmp_path / "clf.onnx")
+    st = extract_features(full, data, tmp_path / "s", split_dir=tmp_path / "split")
+    assert st.dim == 8 and st.model_sha256 == file_sha256(full)
+    feats = sorted((tmp_path / "split").glob("*.features.onnx"))
+    assert len(feats) == 1
+    direct = extract_features(feats[0], data, tmp_path / "d")
+    assert direct.model_sha256 == st.model_sha256  # read from NAME.split.json
+    assert np.array_equal(direct.features(), st.features())
+    again = extract_features(full, data, tmp_path / "s", split_dir=tmp_path / "split")
+    assert again.run["reused"] is True

@@ -71,8 +71,12 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     from ..graph import split_model
 
     res = split_model(path, split_dir, cut=cut)
+    try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
+        features_sha = json.loads(Path(res.json_path).read_text())["features_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        features_sha = _file_sha256(res.features_path)
     return {"features_path": Path(res.features_path), "source_path": path,
-            "model_sha256": res.model_sha256, "features_sha256": _file_sha256(res.features_path),
+            "model_sha256": res.model_sha256, "features_sha256": features_sha,
             "feature_dim": res.feature_dim, "cut": res.cut}
 
 

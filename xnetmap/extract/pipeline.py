@@ -106,17 +106,15 @@ def prepared_batches(
         ``prepare(indices) -> PreparedBatch`` for a whole batch at once (a vectorised
         path); default: :func:`prepare_batch` with ``load``.
     """
-    if prepare is None:
-
-        def prepare(idx: np.ndarray) -> PreparedBatch:
-            return prepare_batch(load, idx, bad_types)
-
     if workers <= 0:
         for idx in batches:
-            yield prepare(idx)
+            yield prepare(idx) if prepare is not None else prepare_batch(load, idx, bad_types)
         return
+    # Per-image work is split into one chunk per worker, so that every worker helps with
+    # the batch the runtime needs next (the pipeline fills in 1/workers of a batch's time).
+    chunks = 1 if prepare is not None else workers
     depth = max(1, prefetch if prefetch is not None else 2 * workers)
-    pending: collections.deque[Future] = collections.deque()
+    pending: collections.deque[list[Future]] = collections.deque()
     it = iter(batches)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnetmap-decode")
     try:
@@ -127,11 +125,37 @@ def prepared_batches(
                 if idx is None:
                     exhausted = True
                     break
-                pending.append(pool.submit(prepare, idx))
+                if prepare is not None:
+                    pending.append([pool.submit(prepare, idx)])
+                else:
+                    parts = [p for p in np.array_split(np.asarray(idx), chunks) if len(p)]
+                    pending.append([pool.submit(prepare_batch, load, p, bad_types)
+                                    for p in parts or [np.asarray(idx)]])
             if not pending:
                 break
-            yield pending.popleft().result()
+            yield merge_batches([f.result() for f in pending.popleft()])
     finally:
-        for fut in pending:
-            fut.cancel()
+        for futs in pending:
+            for fut in futs:
+                fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def merge_batches(parts: list[PreparedBatch]) -> PreparedBatch:
+    """One :class:`PreparedBatch` from consecutive parts of a batch (in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    xs = [p.X for p in parts if p.X is not None and len(p.X)]
+    shapes = {x.shape[1:] for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(f"samples of one batch preprocessed to different shapes {shapes}; "
+                         "the preprocessing must give one fixed size")
+    bad: dict = {}
+    for p in parts:
+        bad.update(p.bad)
+    return PreparedBatch(
+        np.concatenate([p.indices for p in parts]),
+        np.concatenate(xs) if xs else None,
+        np.concatenate([p.good for p in parts]),
+        bad,
+    )

@@ -82,6 +82,10 @@ def make_session(model_path: str | os.PathLike, device: str = "cpu", *, threads:
     opts.intra_op_num_threads = int(threads) if threads else cpu_count()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # NOTE: no busy-waiting between ops: extraction runs decode threads beside the runtime,
+    # and spinning threads burn the cycles they need (measured here: ~10% less CPU per
+    # ResNet-50 image and faster small models on a busy 2-core machine).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if dev == "cuda":
         if _CUDA not in ort.get_available_providers():
             raise DeviceUnavailable(
