@@ -307,3 +307,18 @@ def test_inspect_shows_preprocess_metadata(tmp_path):
     assert result.features_path.parent == tmp_path
     meta = {p.key: p.value for p in onnx.load(str(result.classifier_path)).metadata_props}
     assert json.loads(meta["xnetmap.preprocess"]) == spec
+
+
+def test_fixed_batch_of_two_with_odd_samples(tmp_path):
+    fx = fm.resnet_gemm()
+    for vi in list(fx.model.graph.input) + list(fx.model.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 2
+    fm.save(fx.model, tmp_path / "two.onnx")
+    result = split_model(tmp_path / "two.onnx", tmp_path, samples=3)
+    assert result.certificate["passed"] and result.certificate["samples"] == 4
+
+
+def test_many_samples_run_in_chunks(built, tmp_path):
+    _, path = built["vit_token_gather"]
+    cert = split_model(path, tmp_path, samples=19).certificate
+    assert cert["passed"] and cert["samples"] == 19 and cert["feature_shape"] == [19, 16]

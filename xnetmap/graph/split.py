@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .. import __version__
@@ -25,6 +26,7 @@ from .save import atomic_write_bytes, save_part
 from .surgery import build_classifier_part, build_features_part, reachable_nodes
 
 SPLIT_FORMAT = 1
+CERT_BATCH = 8  # certificate inputs per onnxruntime run (bounded memory on big models)
 DEFINITIONS = ("pooled", "penultimate")
 
 
@@ -336,6 +338,12 @@ def split_model(
             X, notes = random_inputs(dtype, dims, samples, spatial=_spatial_hint(model))
             source = "random normal inputs (seed 0)"
         fixed = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+        if fixed is not None and len(X) % fixed:
+            # a fixed batch dim: pad with repeats of the first inputs to whole batches
+            pad = fixed - len(X) % fixed
+            X = np.concatenate([X, np.resize(X, (pad, *X.shape[1:]))])
+            notes.append(f"input batch is fixed at {fixed}: certified {len(X)} inputs")
+        batch = fixed if fixed is not None else CERT_BATCH
         certificate = certify(
             model_path,
             f_path,
@@ -346,7 +354,7 @@ def split_model(
             output_names=plan.outputs,
             atol=atol,
             rtol=rtol,
-            fixed_batch=fixed,
+            fixed_batch=batch,
         )
         certificate.update(inputs=source, precision=precision, notes=notes)
 
