@@ -177,10 +177,13 @@ def stitch_graphs(
 def stitch_models(model_a, model_b, map_path, out_path, *, split_dir=None, cut: str = "pooled"):
     """Path-level twin of :func:`stitch_graphs`: ``xnetmap stitch A.onnx B.onnx MAP.npz -o OUT``.
 
-    A and B are full classifiers (split on the fly, cached in ``split_dir``) or
+    A and B are full classifiers (split on the fly into ``split_dir``, default a
+    temporary folder) or
     already-split parts (``NAME.features.onnx`` for A, ``NAME.classifier.onnx`` for B).
     Returns the output path. The written model passes onnx.checker.
     """
+    import tempfile
+
     import onnx
 
     from ..fit import AffineMap
@@ -188,11 +191,13 @@ def stitch_models(model_a, model_b, map_path, out_path, *, split_dir=None, cut: 
     from .split import split_model
 
     out_path = Path(out_path)
-    fa_path = _part(model_a, "features", split_dir, cut, split_model)
-    cb_path = _part(model_b, "classifier", split_dir, cut, split_model)
+    with tempfile.TemporaryDirectory(prefix="xnetmap-stitch-") as tmp:
+        # Each model is split into its own folder: two models with one file name never collide.
+        base = Path(split_dir) if split_dir is not None else Path(tmp)
+        fa = load_model(_part(model_a, "features", base / "a", cut, split_model))
+        cb = load_model(_part(model_b, "classifier", base / "b", cut, split_model))
     amap = AffineMap.load(map_path)
     W, b = amap.W_, amap.b_
-    fa, cb = load_model(fa_path), load_model(cb_path)
     d_in = _width(fa.graph.output[0])
     d_out = _width(cb.graph.input[0])
     if (d_in is not None and W.shape[1] != d_in) or (d_out is not None and W.shape[0] != d_out):
