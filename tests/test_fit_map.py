@@ -167,3 +167,22 @@ def test_cli_fit_json_and_exit_codes(stores, capsys):
                             "--solver", "bogus"])
     assert exc.value.code == 2
     assert app is not None
+
+
+def test_multi_shard_store_streams_rows_like_an_array(stores):
+    from xnetmap.extract import extract_features
+    from xnetmap.fit.fit_map import StoreRows, as_matrix
+
+    tmp, src, tgt, _ = stores
+    model = tmp / "src.features.onnx"
+    folder = tmp / "imgs"
+    sharded = extract_features(model, str(folder), tmp / "src_sharded", max_bad=0.5,
+                               shard_rows=16)
+    assert len(sharded.manifest["shards"]) > 1 and isinstance(as_matrix(sharded), StoreRows)
+    a = fit_map(sharded, tgt, None, solver="gd", epochs=2, batch_size=16)
+    rows = np.flatnonzero(~(src.mask | tgt.mask))
+    b = AffineMap(solver="gd", epochs=2, batch_size=16).fit(src.features(), tgt.features(),
+                                                          rows=rows)
+    np.testing.assert_allclose(a.W_, b.W_, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="rows must index"):
+        AffineMap().fit(src.features(), tgt.features(), rows=[0, 10_000])

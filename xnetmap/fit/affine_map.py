@@ -160,6 +160,9 @@ class AffineMap:
         t_start = time.perf_counter()
         all_rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else \
             np.unique(np.asarray(rows, dtype=np.int64))
+        if len(all_rows) and (all_rows[0] < 0 or all_rows[-1] >= X.shape[0]):
+            raise InputError(f"rows must index the {X.shape[0]} samples; got "
+                             f"{all_rows[0]}..{all_rows[-1]}")
         usable = scan_rows(X, Y, all_rows, self.eps)
         n_zero = len(all_rows) - len(usable)
         if len(usable) < 2:

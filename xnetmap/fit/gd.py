@@ -44,8 +44,8 @@ class GDConfig:
 
     epochs: int = 20
     batch_size: int = 8192
-    lr: float = 0.5
-    momentum: float = 0.9
+    lr: float = 0.1
+    momentum: float = 0.5
     seed: int = 0
     patience: int = 3
     decay: float = 0.5

@@ -8,6 +8,12 @@ step with momentum is near optimal; Adam's per-coordinate rescaling would undo
 the whitening (it rescales each coordinate by its own gradient RMS, which is
 not the curvature) and needs two state buffers instead of one.
 
+Defaults (``lr`` 0.1, momentum 0.5, i.e. an effective step of ~0.2 of the
+minibatch Gauss-Newton step) were chosen on planted problems: in the whitened
+space the main error is minibatch noise, not ill conditioning, so heavy
+momentum (0.9) only amplifies the noise (measured: 1.8% above the lstsq
+held-out loss after one epoch at lr 0.05/momentum 0.9, 0.18% at 0.1/0.5).
+
 Update (PyTorch's formulation, ``v`` starts at zero)::
 
     v <- mu * v + g

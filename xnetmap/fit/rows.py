@@ -36,7 +36,9 @@ def take_into(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     if hasattr(A, "take_rows"):
         dst[...] = A.take_rows(idx)
     elif A.dtype == np.float32 and isinstance(A, np.ndarray) and not isinstance(A, np.memmap):
-        np.take(A, idx, axis=0, out=dst)
+        # mode="clip": with the default "raise", numpy buffers ``out`` (an extra copy);
+        # the indices were range-checked when the fit started
+        np.take(A, idx, axis=0, out=dst, mode="clip")
     else:
         dst[...] = A[idx]
     return dst
