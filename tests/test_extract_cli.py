@@ -151,3 +151,19 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
     assert np.array_equal(a.mask, b.mask)
     assert [s["sha256"] for s in a.manifest["shards"]] == [s["sha256"] for s in
                                                            b.manifest["shards"]]
+
+
+def test_cli_reports_recomputed_shard(tmp_path, capsys):
+    model = conv_features_model(tmp_path / "tiny.features.onnx")
+    images = write_idx_dataset(tmp_path / "idx", 200)
+    base = ["extract", model, f"idx:{images}", "-o", tmp_path / "s", "--shard-rows", "64"]
+    out, _ = _cli_ok(capsys, *base)
+    assert "200 x 8 float32" in out
+    shard = tmp_path / "s" / "shard-00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[200] ^= 1
+    shard.write_bytes(bytes(raw))
+    out, err = _cli_ok(capsys, *base)
+    assert "shard 1" in err and "sha256" in err and "recomputed" in err
+    out, err = _cli_ok(capsys, *base)
+    assert "complete store reused" in out and not err

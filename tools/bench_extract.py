@@ -9,10 +9,11 @@ For each case, with the same features model, batch size, worker and thread count
     inference, shard writes, checksums, manifest).
 
 Cases: ``fashion`` (a demo-zoo model, else a small conv net, on the bundled
-Fashion-MNIST IDX test set) and ``imagenet`` (``/work/realmodels/resnet50.onnx``
-when present, else a ResNet-50-shaped net built with onnx.helper, on 224-ish
-JPEGs this script writes). Prints absolute images/s, then on the LAST line the
-worst ratio c / min(a, b) over the cases (target >= 0.9).
+Fashion-MNIST IDX training set, 60,000 images) and ``imagenet``
+(``/work/realmodels/resnet50.onnx`` when present, else a ResNet-50-shaped net
+built with onnx.helper, on 375x500 JPEGs this script writes). Prints absolute
+images/s, then on the LAST line the worst ratio c / min(a, b) over the cases
+(target >= 0.9).
 
 Usage: ``python tools/bench_extract.py [--model PATH] [--cases fashion,imagenet]
 [--n-fashion N] [--n-jpeg N] [--batch-size N] [--workers N] [--threads N]``
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 def _fashion_images() -> Path:
     for folder in (ROOT / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")):
-        for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
+        for name in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"):
             if (folder / name).exists():
                 return folder / name
     raise SystemExit("no Fashion-MNIST IDX files in data/fashion-mnist or /usr/share/datasets")
@@ -221,7 +222,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, help="ImageNet-size model for the imagenet case")
     p.add_argument("--fashion-model", type=Path, help="model for the fashion case")
     p.add_argument("--cases", default="fashion,imagenet")
-    p.add_argument("--n-fashion", type=int, default=10000)
+    p.add_argument("--n-fashion", type=int, default=60000)
     p.add_argument("--n-jpeg", type=int, default=160)
     p.add_argument("--reps", type=int, default=2, help="repeats; the best time of each is kept")
     p.add_argument("--batch-size", type=int, default=None, help="default: 256 fashion, 32 imagenet")
@@ -243,15 +244,15 @@ def main() -> None:
                 model = Path(zoo[0]) if zoo else _small_conv_model(work / "fashion.features.onnx")
             images = _fashion_images()
             spec = f"idx:{images}"
-            if args.n_fashion < 10000:
+            if args.n_fashion < 60000:
                 from xnetmap.data.idx import read_idx, write_idx
 
                 sub = work / "fmnist"
                 sub.mkdir()
-                write_idx(sub / "t10k-images-idx3-ubyte", read_idx(images)[: args.n_fashion])
+                write_idx(sub / "train-images-idx3-ubyte", read_idx(images)[: args.n_fashion])
                 lab = str(images).replace("images-idx3", "labels-idx1")
-                write_idx(sub / "t10k-labels-idx1-ubyte", read_idx(lab)[: args.n_fashion])
-                spec = f"idx:{sub / 't10k-images-idx3-ubyte'}"
+                write_idx(sub / "train-labels-idx1-ubyte", read_idx(lab)[: args.n_fashion])
+                spec = f"idx:{sub / 'train-images-idx3-ubyte'}"
             ratios["fashion"] = run_case("fashion", model, spec, work / "f",
                                          batch_size=args.batch_size or 256, workers=workers,
                                          threads=args.threads, reps=args.reps)

@@ -11,8 +11,9 @@ in submission order, whatever order the workers finish in.
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,10 +112,11 @@ def prepared_batches(
             yield prepare(idx) if prepare is not None else prepare_batch(load, idx, bad_types)
         return
     # Per-image work is split into one chunk per worker, so that every worker helps with
-    # the batch the runtime needs next (the pipeline fills in 1/workers of a batch's time).
+    # the batch the runtime needs next (the pipeline fills in 1/workers of a batch's time);
+    # the chunks write into one shared batch array (no concatenation copy).
     chunks = 1 if prepare is not None else workers
     depth = max(1, prefetch if prefetch is not None else 2 * workers)
-    pending: collections.deque[list[Future]] = collections.deque()
+    pending: collections.deque = collections.deque()
     it = iter(batches)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnetmap-decode")
     try:
@@ -126,36 +128,58 @@ def prepared_batches(
                     exhausted = True
                     break
                 if prepare is not None:
-                    pending.append([pool.submit(prepare, idx)])
-                else:
-                    parts = [p for p in np.array_split(np.asarray(idx), chunks) if len(p)]
-                    pending.append([pool.submit(prepare_batch, load, p, bad_types)
-                                    for p in parts or [np.asarray(idx)]])
+                    pending.append((None, [pool.submit(prepare, idx)]))
+                    continue
+                idx = np.asarray(idx, dtype=np.int64)
+                shared = _SharedBatch(idx)
+                bounds = np.linspace(0, len(idx), min(chunks, max(len(idx), 1)) + 1).astype(int)
+                pending.append((shared, [pool.submit(shared.fill, load, lo, hi, bad_types)
+                                         for lo, hi in zip(bounds[:-1], bounds[1:])]))
             if not pending:
                 break
-            yield merge_batches([f.result() for f in pending.popleft()])
+            shared, futs = pending.popleft()
+            results = [f.result() for f in futs]
+            yield results[0] if shared is None else shared.finish()
     finally:
-        for futs in pending:
+        for _, futs in pending:
             for fut in futs:
                 fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def merge_batches(parts: list[PreparedBatch]) -> PreparedBatch:
-    """One :class:`PreparedBatch` from consecutive parts of a batch (in order)."""
-    if len(parts) == 1:
-        return parts[0]
-    xs = [p.X for p in parts if p.X is not None and len(p.X)]
-    shapes = {x.shape[1:] for x in xs}
-    if len(shapes) > 1:
-        raise ValueError(f"samples of one batch preprocessed to different shapes {shapes}; "
-                         "the preprocessing must give one fixed size")
-    bad: dict = {}
-    for p in parts:
-        bad.update(p.bad)
-    return PreparedBatch(
-        np.concatenate([p.indices for p in parts]),
-        np.concatenate(xs) if xs else None,
-        np.concatenate([p.good for p in parts]),
-        bad,
-    )
+class _SharedBatch:
+    """One batch filled by several worker threads, each a contiguous range of rows."""
+
+    def __init__(self, indices: np.ndarray):
+        self.indices = indices
+        self.good = np.zeros(len(indices), dtype=bool)
+        self.bad: dict[int, str] = {}
+        self.X: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def fill(self, load, lo: int, hi: int, bad_types) -> None:
+        for j in range(lo, hi):
+            i = int(self.indices[j])
+            try:
+                x = load(i)
+            except bad_types as err:
+                with self._lock:
+                    self.bad[i] = str(getattr(err, "reason", None) or err or type(err).__name__)
+                continue
+            if self.X is None:
+                with self._lock:
+                    if self.X is None:
+                        self.X = np.empty((len(self.indices), *x.shape), dtype=np.float32)
+            if x.shape != self.X.shape[1:]:
+                raise ValueError(
+                    f"sample {i} preprocessed to shape {x.shape}, others to {self.X.shape[1:]}; "
+                    "the preprocessing must give one fixed size"
+                )
+            self.X[j] = x
+            self.good[j] = True
+
+    def finish(self) -> PreparedBatch:
+        X = self.X
+        if X is not None and not self.good.all():
+            X = X[self.good]  # rare: unreadable samples leave gaps
+        return PreparedBatch(self.indices, X, self.good, dict(sorted(self.bad.items())))

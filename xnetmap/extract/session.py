@@ -95,6 +95,10 @@ def make_session(model_path: str | os.PathLike, device: str = "cpu", *, threads:
         providers: list[Any] = [(_CUDA, {"device_id": 0}), _CPU]
     else:
         providers = [_CPU]
+    if dev == "cuda":
+        # onnxruntime prints multi-line C++ logs when CUDA libraries are missing; we raise
+        # one clear error below instead.
+        ort.set_default_logger_severity(4)
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException
@@ -104,6 +108,9 @@ def make_session(model_path: str | os.PathLike, device: str = "cpu", *, threads:
                 f"--device cuda: onnxruntime could not start CUDA: {msg}"
             ) from err
         raise ModelRejected(f"onnxruntime cannot load {path}: {msg}") from err
+    finally:
+        if dev == "cuda":
+            ort.set_default_logger_severity(2)
     if dev == "cuda" and _CUDA not in sess.get_providers():
         raise DeviceUnavailable(
             f"--device cuda: onnxruntime did not obtain the CUDA execution provider for {path} "
