@@ -146,12 +146,14 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         perm = rng.permutation(train)
+        # device-resident data: one index upload per epoch, no per-step host traffic
+        perm_d = xp.asarray(perm) if dev_X is not None else None
         loss_sum = xp.zeros((), np.float64)
         for s in range(0, len(perm), B):
-            idx = np.sort(perm[s : s + B])
+            idx = np.sort(perm[s : s + B])  # sorted: sequential reads of host memory/memmaps
             n = len(idx)
             if dev_X is not None:  # whole matrices on the device: gather there
-                idx_d = xp.asarray(idx)
+                idx_d = perm_d[s : s + n]
                 A, T = dA[:n], dT[:n]
                 xp.take(dev_X, idx_d, axis=0, out=A)
                 xp.take(dev_Y, idx_d, axis=0, out=T)
@@ -242,8 +244,9 @@ def _device_loss(xp: Any, dev_X: Any, dev_Y: Any, hold: np.ndarray, W: Any, b: A
     """Mean held-out loss computed on the device with the fused kernel (one sync)."""
     B = dP.shape[0]
     total = xp.zeros((), np.float64)
+    hold_d = xp.asarray(hold)
     for s in range(0, len(hold), B):
-        idx = xp.asarray(hold[s : s + B])
+        idx = hold_d[s : s + B]
         n = len(idx)
         P = dP[:n]
         xp.matmul(xp.take(dev_X, idx, axis=0), W.T, out=P)
