@@ -167,3 +167,15 @@ def test_full_classifier_split_on_the_fly(setup, tmp_path):
     assert np.array_equal(direct.features(), st.features())
     again = extract_features(full, data, tmp_path / "s", split_dir=tmp_path / "split")
     assert again.run["reused"] is True
+
+
+def test_concurrent_writer_refused(setup, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    _, model, data = setup
+    (tmp_path / "s").mkdir()
+    with open(tmp_path / "s" / ".xnetmap-extract.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another"):
+            extract_features(model, data, tmp_path / "s")
+    st = extract_features(model, data, tmp_path / "s")  # lock released: runs
+    assert st.n == 300

@@ -10,6 +10,7 @@ it), computes the missing ones, then writes the mask and ``"complete": true``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -19,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, TooManyBadImages, UsageError
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
+    fcntl = None
+
+from ..errors import InputError, InternalError, TooManyBadImages, UsageError
 from ..fsutil import atomic_write_json
 from . import store as st
 from .fastpath import array_batch_preparer
@@ -29,8 +35,10 @@ from .session import Runner, cpu_count, make_session
 DTYPES = ("float32", "float16")
 #: Target bytes of one shard (features only); rows are a multiple of the batch size.
 SHARD_BYTES = 64 << 20
+LOCK = ".xnetmap-extract.lock"
 _STORE_FILE = re.compile(
-    r"^(manifest\.json|ids\.json|labels\.npy|mask\.npy|shard-\d{5}\.npy|\..*\.tmp)$"
+    r"^(manifest\.json|ids\.json|labels\.npy|mask\.npy|shard-\d{5}\.npy|\..*\.tmp"
+    r"|\.xnetmap-extract\.lock)$"
 )
 #: Fields that must match between a store on disk and a new request.
 IDENTITY = ("model_sha256", "features_sha256", "dataset_fingerprint", "preprocess_digest",
@@ -127,6 +135,26 @@ def _feature_dim(sess, known: int | None, sample_shape: Callable[[], tuple]) -> 
     return int(runner(np.zeros((1, *sample_shape()), dtype=np.float32))[0].shape[1])
 
 
+@contextlib.contextmanager
+def _store_lock(out: Path):
+    """Hold an exclusive lock on the store for this run; refuse a concurrent writer."""
+    if fcntl is None:
+        yield
+        return
+    fh = open(out / LOCK, "a+b")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise UsageError(
+                f"another `xnetmap extract` is writing {out} right now; wait for it to finish "
+                "or use another -o"
+            ) from err
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
 def _clean_store_dir(out: Path) -> None:
     """Remove a store's files; refuse a directory holding anything else."""
     foreign = [p.name for p in out.iterdir() if not _STORE_FILE.match(p.name)]
@@ -139,7 +167,8 @@ def _clean_store_dir(out: Path) -> None:
     if manifest.exists():
         manifest.unlink()  # first: the directory stops being a store before its parts go
     for p in out.iterdir():
-        p.unlink()
+        if p.name != LOCK:
+            p.unlink()
 
 
 def _shard_plan(n: int, shard_rows: int) -> list[tuple[int, int]]:
@@ -218,7 +247,7 @@ def extract_features(
     FeatureStore
         ``store.run`` reports: ``reused``, ``resumed_shards``, ``recomputed_shards``
         (failed their checksum), ``computed_rows``, ``n_bad``, ``nonfinite``,
-        ``zero_norm``, ``seconds``, ``notes``.
+        ``zero_norm``, ``seconds``, ``setup_seconds`` (before the first batch), ``notes``.
 
     Raises
     ------
@@ -260,136 +289,138 @@ def extract_features(
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    old = st.read_manifest(out) if not overwrite else None
-    if old is not None:
-        diff = [k for k in IDENTITY if old.get(k) != identity[k]]
-        if diff:
-            raise UsageError(
-                f"{out} holds features of another "
-                + ", ".join(f"{k} ({old.get(k)!s:.16} != {identity[k]!s:.16})" for k in diff)
-                + "; use --overwrite to replace it, or another -o"
-            )
-    else:
-        _clean_store_dir(out)  # overwrite, or leftovers of a run killed before its manifest
-
-    run: dict = {"reused": False, "resumed_shards": 0, "recomputed_shards": [],
-                 "computed_rows": 0, "notes": list(notes), "device": sess.xnetmap_device}
-    for p in out.glob(".*.tmp"):
-        p.unlink()  # temp files of a killed run
-
-    if old is not None:
-        shard_rows = int(old["shard_rows"])
-        dim = int(old["dim"])
-        done = {int(s["index"]): s for s in old["shards"]}
-        bad_shards = [k for k, s in done.items()
-                      if not (out / s["file"]).exists()
-                      or st.sha256_file(out / s["file"]) != s["sha256"]]
-        for k in bad_shards:
-            del done[k]
-        run["recomputed_shards"] = sorted(bad_shards)
-        run["resumed_shards"] = len(done)
-        if old.get("complete") and not bad_shards:
-            store = st.FeatureStore.open(out)
-            run.update(reused=True, seconds=time.perf_counter() - t0, **_totals(old))
-            store.run = run
-            return store
-        manifest = dict(old)
-    else:
-        dim = None
-        done = {}
-        manifest = None
-    if dim is None:
-        dim = _feature_dim(sess, m["feature_dim"], lambda: spec.apply(_first_image(ds)).shape)
-    if shard_rows is None:
-        per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
-        shard_rows = max(batch_size, per // batch_size * batch_size)
-    shard_rows = int(shard_rows)
-    if shard_rows < 1:
-        raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
-    if manifest is None:
-        manifest = {
-            "format": st.FORMAT, "format_version": st.FORMAT_VERSION,
-            "xnetmap_version": __version__, **identity,
-            "model_path": str(model), "features_path": str(m["features_path"]),
-            "cut": m["cut"], "dataset": _describe(ds), "preprocess": json.loads(spec_json),
-            "dim": dim, "shard_rows": shard_rows, "labeled": ds.labels is not None,
-            "shards": [], "complete": False,
-        }
-        atomic_write_bytes_json(out / st.IDS, list(ds.ids))
-        if ds.labels is not None:
-            st.atomic_save_npy(out / st.LABELS, np.asarray(ds.labels, dtype=np.int64))
-        atomic_write_json(out / st.MANIFEST, manifest)
-    else:
-        manifest["complete"] = False
-        manifest["shards"] = [done[k] for k in sorted(done)]
-        atomic_write_json(out / st.MANIFEST, manifest)
-
-    plan = _shard_plan(n, shard_rows)
-    todo = [k for k in range(len(plan)) if k not in done]
-    already_bad = sum(len(s["bad"]) for s in done.values())
-    allowed = float(max_bad) * n
-    if already_bad > allowed:
-        raise TooManyBadImages(_too_many(already_bad, n, max_bad, out))
-    total = sum(plan[k][1] - plan[k][0] for k in todo)
-    if progress is not None:
-        progress(0, total)
-    n_workers = cpu_count() if workers is None else int(workers)
-    load = _loader(ds, spec)
-
-    def batches():
-        for k in todo:
-            a, b = plan[k]
-            for s in range(a, b, batch_size):
-                yield np.arange(s, min(s + batch_size, b), dtype=np.int64)
-
-    runner = Runner(sess, [sess.get_outputs()[0].name])
-    n_bad = already_bad
-    finished = 0
-    cur_k, buf, valid, bad = None, None, None, {}
-    pos = 0
-    todo_iter = iter(todo)
-    for pb in prepared_batches(load, batches(), workers=n_workers, prefetch=prefetch,
-                               bad_types=_bad_types(), prepare=array_batch_preparer(ds, spec)):
-        if cur_k is None:
-            cur_k = next(todo_iter)
-            a, b = plan[cur_k]
-            buf = np.zeros((b - a, dim), dtype=np.float32)
-            valid = np.zeros(b - a, dtype=bool)
-            bad, pos = {}, 0
-        a, b = plan[cur_k]
-        rows = len(pb.indices)
-        if pb.X is not None and len(pb.X):
-            F = runner(pb.X)[0]
-            if F.shape != (len(pb.X), dim):
+    with _store_lock(out):
+        old = st.read_manifest(out) if not overwrite else None
+        if old is not None:
+            diff = [k for k in IDENTITY if old.get(k) != identity[k]]
+            if diff:
                 raise UsageError(
-                    f"features model {m['features_path']} gave shape {F.shape} for a batch of "
-                    f"{len(pb.X)}; expected ({len(pb.X)}, {dim})"
+                    f"{out} holds features of another "
+                    + ", ".join(f"{k} ({old.get(k)!s:.16} != {identity[k]!s:.16})" for k in diff)
+                    + "; use --overwrite to replace it, or another -o"
                 )
-            sel = pos + np.nonzero(pb.good)[0]
-            buf[sel] = F
-            valid[sel] = True
-        bad.update(pb.bad)
-        n_bad += len(pb.bad)
-        if n_bad > allowed:
-            raise TooManyBadImages(_too_many(n_bad, n, max_bad, out, pb.bad or bad))
-        pos += rows
-        finished += rows
-        if pos == b - a:
-            entry = _write_shard(out, cur_k, a, b, buf, valid, bad, dtype, ds)
-            done[cur_k] = entry
+        else:
+            _clean_store_dir(out)  # overwrite, or leftovers of a run killed before its manifest
+
+        run: dict = {"reused": False, "resumed_shards": 0, "recomputed_shards": [],
+                     "computed_rows": 0, "notes": list(notes), "device": sess.xnetmap_device}
+        for p in out.glob(".*.tmp"):
+            p.unlink()  # temp files of a killed run
+
+        if old is not None:
+            shard_rows = int(old["shard_rows"])
+            dim = int(old["dim"])
+            done = {int(s["index"]): s for s in old["shards"]}
+            bad_shards = [k for k, s in done.items()
+                          if not (out / s["file"]).exists()
+                          or st.sha256_file(out / s["file"]) != s["sha256"]]
+            for k in bad_shards:
+                del done[k]
+            run["recomputed_shards"] = sorted(bad_shards)
+            run["resumed_shards"] = len(done)
+            if old.get("complete") and not bad_shards:
+                store = st.FeatureStore.open(out)
+                run.update(reused=True, seconds=time.perf_counter() - t0, **_totals(old))
+                store.run = run
+                return store
+            manifest = dict(old)
+        else:
+            dim = None
+            done = {}
+            manifest = None
+        if dim is None:
+            dim = _feature_dim(sess, m["feature_dim"], lambda: spec.apply(_first_image(ds)).shape)
+        if shard_rows is None:
+            per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
+            shard_rows = max(batch_size, per // batch_size * batch_size)
+        shard_rows = int(shard_rows)
+        if shard_rows < 1:
+            raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
+        if manifest is None:
+            manifest = {
+                "format": st.FORMAT, "format_version": st.FORMAT_VERSION,
+                "xnetmap_version": __version__, **identity,
+                "model_path": str(model), "features_path": str(m["features_path"]),
+                "cut": m["cut"], "dataset": _describe(ds), "preprocess": json.loads(spec_json),
+                "dim": dim, "shard_rows": shard_rows, "labeled": ds.labels is not None,
+                "shards": [], "complete": False,
+            }
+            atomic_write_bytes_json(out / st.IDS, list(ds.ids))
+            if ds.labels is not None:
+                st.atomic_save_npy(out / st.LABELS, np.asarray(ds.labels, dtype=np.int64))
+            atomic_write_json(out / st.MANIFEST, manifest)
+        else:
+            manifest["complete"] = False
             manifest["shards"] = [done[k] for k in sorted(done)]
             atomic_write_json(out / st.MANIFEST, manifest)
-            run["computed_rows"] += b - a
-            cur_k = None
+
+        plan = _shard_plan(n, shard_rows)
+        todo = [k for k in range(len(plan)) if k not in done]
+        already_bad = sum(len(s["bad"]) for s in done.values())
+        allowed = float(max_bad) * n
+        if already_bad > allowed:
+            raise TooManyBadImages(_too_many(already_bad, n, max_bad, out))
+        total = sum(plan[k][1] - plan[k][0] for k in todo)
         if progress is not None:
-            progress(finished, total)
-    if len(done) != len(plan):
-        raise RuntimeError(f"internal: {len(done)} of {len(plan)} shards written")
-    _finish(out, manifest, plan, ds)
-    store = st.FeatureStore.open(out)
-    run.update(seconds=time.perf_counter() - t0, **_totals(store.manifest))
-    store.run = run
-    return store
+            progress(0, total)
+        n_workers = cpu_count() if workers is None else int(workers)
+        load = _loader(ds, spec)
+
+        def batches():
+            for k in todo:
+                a, b = plan[k]
+                for s in range(a, b, batch_size):
+                    yield np.arange(s, min(s + batch_size, b), dtype=np.int64)
+
+        runner = Runner(sess, [sess.get_outputs()[0].name])
+        run["setup_seconds"] = time.perf_counter() - t0  # split, digests, session, manifest
+        n_bad = already_bad
+        finished = 0
+        cur_k, buf, valid, bad = None, None, None, {}
+        pos = 0
+        todo_iter = iter(todo)
+        for pb in prepared_batches(load, batches(), workers=n_workers, prefetch=prefetch,
+                                   bad_types=_bad_types(), prepare=array_batch_preparer(ds, spec)):
+            if cur_k is None:
+                cur_k = next(todo_iter)
+                a, b = plan[cur_k]
+                buf = np.zeros((b - a, dim), dtype=np.float32)
+                valid = np.zeros(b - a, dtype=bool)
+                bad, pos = {}, 0
+            a, b = plan[cur_k]
+            rows = len(pb.indices)
+            if pb.X is not None and len(pb.X):
+                F = runner(pb.X)[0]
+                if F.shape != (len(pb.X), dim):
+                    raise UsageError(
+                        f"features model {m['features_path']} gave shape {F.shape} for a batch of "
+                        f"{len(pb.X)}; expected ({len(pb.X)}, {dim})"
+                    )
+                sel = pos + np.nonzero(pb.good)[0]
+                buf[sel] = F
+                valid[sel] = True
+            bad.update(pb.bad)
+            n_bad += len(pb.bad)
+            if n_bad > allowed:
+                raise TooManyBadImages(_too_many(n_bad, n, max_bad, out, pb.bad or bad))
+            pos += rows
+            finished += rows
+            if pos == b - a:
+                entry = _write_shard(out, cur_k, a, b, buf, valid, bad, dtype, ds)
+                done[cur_k] = entry
+                manifest["shards"] = [done[k] for k in sorted(done)]
+                atomic_write_json(out / st.MANIFEST, manifest)
+                run["computed_rows"] += b - a
+                cur_k = None
+            if progress is not None:
+                progress(finished, total)
+        if len(done) != len(plan):
+            raise InternalError(f"{len(done)} of {len(plan)} shards written")
+        _finish(out, manifest, plan, ds)
+        store = st.FeatureStore.open(out)
+        run.update(seconds=time.perf_counter() - t0, **_totals(store.manifest))
+        store.run = run
+        return store
 
 
 def atomic_write_bytes_json(path: Path, obj) -> None:
