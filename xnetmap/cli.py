@@ -223,10 +223,22 @@ def extract_cmd(
         None, "--preset",
         help="Preprocessing preset: imagenet, inception, caffe.",
     ),
-    preprocess_json: str | None = typer.Option(
-        None, "--preprocess",
-        help="Preprocessing overrides as JSON (keys of xnetmap.preprocess).",
+    size: str | None = typer.Option(None, "--size", help="Input size: H or H,W."),
+    resize: str | None = typer.Option(
+        None, "--resize", help="Shorter side before cropping, or 'none' (resize to size)."
     ),
+    crop: str | None = typer.Option(None, "--crop", help="center or none."),
+    interpolation: str | None = typer.Option(
+        None, "--interpolation", help="bilinear, bicubic or nearest."
+    ),
+    colour: str | None = typer.Option(None, "--colour", "--color", help="L or RGB."),
+    channel_order: str | None = typer.Option(None, "--channel-order", help="RGB or BGR."),
+    layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC."),
+    scale: str | None = typer.Option(
+        None, "--scale", help="Multiply 0..255 pixels by this first (e.g. 1/255)."
+    ),
+    mean: str | None = typer.Option(None, "--mean", help="Per-channel mean, comma-separated."),
+    std: str | None = typer.Option(None, "--std", help="Per-channel std, comma-separated."),
     shard_rows: int | None = typer.Option(
         None, "--shard-rows", hidden=True,
         help="Rows per shard of a new store.",
@@ -238,19 +250,16 @@ def extract_cmd(
     import json
     import time as _time
 
-    from .errors import UsageError
+    from .data.preprocess import overrides_from_strings
     from .extract import extract_features
 
-    preprocess = None
-    if preprocess_json is not None:
-        try:
-            preprocess = json.loads(preprocess_json)
-        except ValueError as err:
-            raise UsageError(f"--preprocess is not valid JSON: {err}") from err
-        if not isinstance(preprocess, dict):
-            raise UsageError("--preprocess must be a JSON object of preprocessing fields")
+    preprocess = overrides_from_strings(
+        size=size, resize=resize, crop=crop, interpolation=interpolation, colour=colour,
+        channel_order=channel_order, layout=layout, scale=scale, mean=mean, std=std,
+    )
     if preset is not None:
-        preprocess = {**(preprocess or {}), "preset": preset}
+        preprocess["preset"] = preset
+    preprocess = preprocess or None
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     bar_ctx = None
     callback = None
