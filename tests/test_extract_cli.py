@@ -104,9 +104,9 @@ def test_fingerprint_refusal_exit_2(tmp_path, folder, capsys):
     model = conv_features_model(tmp_path / "tiny.features.onnx")
     base = ["extract", model, f"folder:{folder}", "-o", tmp_path / "s", "--max-bad", "0.2"]
     _cli_ok(capsys, *base, "--quiet")
-    code, _, err = _cli(capsys, *base, "--preprocess", '{"mean": [0.1]}')
+    code, _, err = _cli(capsys, *base, "--mean", "0.1")
     assert code == 2 and "--overwrite" in err
-    out, _ = _cli_ok(capsys, *base, "--preprocess", '{"mean": [0.1]}', "--overwrite", "--json")
+    out, _ = _cli_ok(capsys, *base, "--mean", "0.1", "--overwrite", "--json")
     assert json.loads(out)["computed_rows"] == 16
 
 
