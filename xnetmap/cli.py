@@ -360,7 +360,9 @@ def fit_cmd(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (gd only)."),
     epochs: int = typer.Option(20, "--epochs", help="Maximum gd epochs (early stopping)."),
-    batch_size: int = typer.Option(8192, "--batch-size", help="gd minibatch rows."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="gd minibatch rows (default: n_train/16 within 256..8192).",
+    ),
     lr: float = typer.Option(
         0.1, "--lr", help="gd step, dimensionless (times the curvature step ||y||^2/2).",
     ),

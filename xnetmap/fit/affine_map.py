@@ -48,9 +48,11 @@ class AffineMap:
         Where ``gd`` runs (the closed-form solvers always run on the CPU in float64).
     epochs : int
         Maximum passes over the training rows (``gd``).
-    batch_size : int
-        Minibatch rows (``gd``). 8192 keeps the per-step overhead small next to
-        the two GEMMs while giving enough steps per epoch.
+    batch_size : int or None
+        Minibatch rows (``gd``). None (default) picks ``clip(n_train // 16, 256,
+        8192)``: 8192 keeps the per-step overhead small next to the two GEMMs
+        (the whitening product costs d_in / (2 batch) of them) and smaller data
+        sets still get at least 16 steps per epoch.
     lr : float
         Dimensionless step (``gd``): multiplies the curvature-derived step
         ``1 / mean(2/||y||^2)`` in the whitened input space.
@@ -94,7 +96,8 @@ class AffineMap:
     """
 
     def __init__(self, solver: str = "gd", device: str = "cpu", epochs: int = 20,
-                 batch_size: int = 8192, lr: float = 0.1, momentum: float = 0.5, seed: int = 0,
+                 batch_size: int | None = None, lr: float = 0.1, momentum: float = 0.5,
+                 seed: int = 0,
                  init: str = "zero", calibrate: str = "scalar", holdout: float = 0.1,
                  alpha: float = 1e-3, patience: int = 3, whiten_rows: int = 50_000,
                  calibration_rows: int = 65_536, eps: float = EPS):
@@ -332,7 +335,7 @@ class AffineMap:
         if self.calibrate not in CALIBRATIONS:
             raise UsageError(f"--calibrate {self.calibrate!r} is not one of "
                              f"{', '.join(CALIBRATIONS)}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
+        if int(self.epochs) < 1 or (self.batch_size is not None and int(self.batch_size) < 1):
             raise UsageError("--epochs and --batch-size must be at least 1")
         if not (self.lr > 0) or not (0 <= self.momentum < 1):
             raise UsageError(f"--lr must be > 0 and momentum in [0, 1); got {self.lr}, "
@@ -381,12 +384,16 @@ class AffineMap:
             m = accumulate_moments(X, Y, sub, cross=False)
             W0, b0 = np.zeros((Y.shape[1], X.shape[1])), m.mean_y
         t_init = time.perf_counter() - t0
-        cfg = GDConfig(epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
+        batch = int(self.batch_size) if self.batch_size is not None else \
+            int(np.clip(len(train) // 16, 256, 8192))
+        cfg = GDConfig(epochs=int(self.epochs), batch_size=batch, lr=float(self.lr),
                        momentum=float(self.momentum), seed=int(self.seed),
-                       patience=int(self.patience), eps=float(self.eps))
+                       patience=int(self.patience), eps=float(self.eps),
+                       profile=bool(getattr(self, "profile_gemms", False)))
         res = fit_gd(X, Y, train, hold, mean_x=m.mean_x, cov_xx=m.cov_xx, W0=W0, b0=b0, cfg=cfg,
                      xp=xp, on_epoch=progress)
         return res.W, res.b, res.history, {"device": device, "init_seconds": t_init,
+                                           "batch_size": batch,
                                            "best_epoch": res.best_epoch,
                                            "stopped_early": res.stopped_early}
 
