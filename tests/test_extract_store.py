@@ -179,3 +179,14 @@ def test_concurrent_writer_refused(setup, tmp_path):
             extract_features(model, data, tmp_path / "s")
     st = extract_features(model, data, tmp_path / "s")  # lock released: runs
     assert st.n == 300
+
+
+def test_io_binding_path_matches_plain_run(setup):
+    from xnetmap.extract.session import Runner
+
+    _, model, _ = setup
+    sess = make_session(model)
+    X = np.random.default_rng(2).normal(size=(9, 1, 28, 28)).astype(np.float32)
+    plain = Runner(sess)(X)[0]
+    bound = Runner(sess, bind_device="cpu")(X)[0]  # the CUDA path's binding calls, on CPU
+    assert np.array_equal(plain, bound)

@@ -148,34 +148,40 @@ def input_dtype(sess) -> Any:
 class Runner:
     """Runs a single-input session batch by batch; CUDA runs use I/O binding.
 
-    On CUDA the input is copied to the device once, the outputs stay bound to
-    device memory and are copied back once per batch (no per-op host round trips).
+    On CUDA the input is copied to the device once per batch, the outputs stay
+    bound to device memory and are copied back once per batch (no per-op host
+    round trips).
 
     Parameters
     ----------
     sess : onnxruntime.InferenceSession
     output_names : list of str, optional
         Default: all outputs.
+    bind_device : {"cuda", "cpu"}, optional
+        Use I/O binding on this device; default ``"cuda"`` for a CUDA session, none
+        otherwise (``"cpu"`` exercises the same binding code on any machine).
     """
 
-    def __init__(self, sess, output_names: list[str] | None = None):
+    def __init__(self, sess, output_names: list[str] | None = None, bind_device=None):
         self.sess = sess
         self.input_name = sess.get_inputs()[0].name
         self.output_names = list(output_names or [o.name for o in sess.get_outputs()])
         self.dtype = input_dtype(sess)
         self.device = session_device(sess)
+        self.bind_device = bind_device or ("cuda" if self.device == "cuda" else None)
 
     def __call__(self, X: np.ndarray) -> list[np.ndarray]:
         """Run on ``X`` (batch first); returns host arrays in ``output_names`` order."""
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if self.device != "cuda":
+        if self.bind_device is None:
             return self.sess.run(self.output_names, {self.input_name: X})
         import onnxruntime as ort
 
+        dev = self.bind_device
         binding = self.sess.io_binding()
-        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(X, "cuda", 0))
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(X, dev, 0))
         for name in self.output_names:
-            binding.bind_output(name, "cuda", 0)
+            binding.bind_output(name, dev, 0)
         self.sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
