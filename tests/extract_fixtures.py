@@ -25,8 +25,12 @@ def _save(graph, path: Path, preprocess: dict) -> Path:
     return path
 
 
-def conv_features_model(path: Path, channels: int = 8, seed: int = 0) -> Path:
-    """Conv(1->channels, 3x3) + Relu + GlobalAveragePool + Flatten: [N,1,28,28] -> [N,channels]."""
+def conv_features_model(path: Path, channels: int = 8, seed: int = 0,
+                        symbolic_dim: bool = False) -> Path:
+    """Conv(1->channels, 3x3) + Relu + GlobalAveragePool + Flatten: [N,1,28,28] -> [N,channels].
+
+    ``symbolic_dim``: declare the output as [N, D] (width unknown until run).
+    """
     rng = np.random.default_rng(seed)
     W = rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32)
     B = rng.normal(0, 0.1, (channels,)).astype(np.float32)
@@ -39,7 +43,8 @@ def conv_features_model(path: Path, channels: int = 8, seed: int = 0) -> Path:
     graph = helper.make_graph(
         nodes, "tiny_features",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", channels])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                       ["N", "D" if symbolic_dim else channels])],
         [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")],
     )
     return _save(graph, path, FASHION_PREPROCESS)

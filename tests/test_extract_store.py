@@ -190,3 +190,14 @@ def test_io_binding_path_matches_plain_run(setup):
     plain = Runner(sess)(X)[0]
     bound = Runner(sess, bind_device="cpu")(X)[0]  # the CUDA path's binding calls, on CPU
     assert np.array_equal(plain, bound)
+
+
+def test_progress_and_symbolic_feature_width(setup, tmp_path):
+    _, _, data = setup
+    model = conv_features_model(tmp_path / "sym.features.onnx", channels=5, symbolic_dim=True)
+    calls = []
+    st = extract_features(model, data, tmp_path / "s", batch_size=64,
+                          progress=lambda done, total: calls.append((done, total)))
+    assert st.dim == 5 and st.features().shape == (300, 5)
+    assert calls[0] == (0, 300) and calls[-1] == (300, 300)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
