@@ -201,3 +201,16 @@ def test_progress_and_symbolic_feature_width(setup, tmp_path):
     assert st.dim == 5 and st.features().shape == (300, 5)
     assert calls[0] == (0, 300) and calls[-1] == (300, 300)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_unlabeled_dataset_has_no_labels(tmp_path):
+    from extract_fixtures import smooth_images
+    from PIL import Image
+
+    model = conv_features_model(tmp_path / "tiny.features.onnx")
+    (tmp_path / "u").mkdir()
+    for i, img in enumerate(smooth_images(5)):
+        Image.fromarray(img).save(tmp_path / "u" / f"{i}.png")
+    st = extract_features(model, f"unlabeled:{tmp_path / 'u'}", tmp_path / "s")
+    assert st.labels is None and st.n == 5 and not (tmp_path / "s" / "labels.npy").exists()
+    assert FeatureStore.open(tmp_path / "s").labels is None

@@ -242,6 +242,15 @@ def extract_features(
     prefetch : int, optional
         Batches decoded ahead at most (default ``2 * workers``).
 
+    Notes
+    -----
+    Array datasets (IDX, .npy, .npz) whose images already have the input size are
+    preprocessed a batch at a time (bit-identical to the per-image path). A resumed
+    run keeps the store's shard boundaries; batches never cross a shard, so rerunning
+    with the same ``batch_size`` reproduces the same bytes. NOTE: resuming with another
+    ``batch_size`` may change the last bits of the remaining rows (onnxruntime kernels
+    can depend on the batch size); the store stays valid.
+
     Returns
     -------
     FeatureStore
