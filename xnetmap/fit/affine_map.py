@@ -311,7 +311,8 @@ class AffineMap:
         W, b = arrays.get("W"), arrays.get("b")
         if W is None or b is None or W.ndim != 2 or b.shape != (W.shape[0],):
             raise InputError(f"{path}: W and b are missing or have inconsistent shapes")
-        params = {k: v for k, v in meta.get("params", {}).items()}
+        known = cls().get_params()
+        params = {k: v for k, v in meta.get("params", {}).items() if k in known}
         obj = cls(**params)
         obj.W_, obj.b_ = W.astype(np.float32), b.astype(np.float32)
         obj.n_features_out_, obj.n_features_in_ = W.shape
