@@ -86,7 +86,7 @@ def test_gd_lstsq_init_and_calibration_modes():
     A, Y, _, _ = planted(5, noise=0.05)
     ref = AffineMap(solver="lstsq", calibrate="none").fit(A, Y)
     warm = AffineMap(solver="gd", init="lstsq", epochs=2, batch_size=512).fit(A, Y)
-    assert warm.metrics_["loss"] <= ref.metrics_["loss"] * 1.01
+    assert warm.metrics_["loss"] <= ref.metrics_["loss"] * (1 + 1e-6)  # warm start kept if best
     raw = AffineMap(solver="gd", calibrate="none", epochs=3, batch_size=512).fit(A, Y)
     cal = AffineMap(solver="gd", calibrate="scalar", epochs=3, batch_size=512).fit(A, Y)
     # same directions, the scalar calibration only rescales (and fixes the length)

@@ -390,6 +390,7 @@ class AffineMap:
         cfg = GDConfig(epochs=int(self.epochs), batch_size=batch, lr=float(self.lr),
                        momentum=float(self.momentum), seed=int(self.seed),
                        patience=int(self.patience), eps=float(self.eps),
+                       eval_init=self.init == "lstsq",
                        profile=bool(getattr(self, "profile_gemms", False)))
         res = fit_gd(X, Y, train, hold, mean_x=m.mean_x, cov_xx=m.cov_xx, W0=W0, b0=b0, cfg=cfg,
                      xp=xp, on_epoch=progress)

@@ -52,6 +52,7 @@ class GDConfig:
     tol: float = 1e-3  # relative held-out improvement below which an epoch is a plateau
     eps: float = EPS
     whiten_ridge: float = 1e-4
+    eval_init: bool = False  # evaluate the initial map and keep it if nothing beats it
     profile: bool = False  # time the two GEMMs inside the CPU loop (bench_fit.py)
 
 
@@ -141,6 +142,9 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     rng = np.random.default_rng(cfg.seed)
     lr = float(cfg.lr)
     best = (np.inf, None, None)
+    if cfg.eval_init and len(hold):  # a warm start is a candidate too: never return worse
+        W_h, b_h = _to_host(W), _to_host(b)
+        best = (holdout_loss(X, Y, hold, W_h, b_h, eps=cfg.eps), W_h, b_h)
     history: list[dict] = []
     bad_evals = 0
     stopped = False
