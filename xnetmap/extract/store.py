@@ -7,8 +7,9 @@ Layout of a store directory::
                              counts; "complete": true only once everything is written
     ids.json                 sample ids, dataset order
     labels.npy               int64 (n,), absent for unlabeled datasets
-    shard-00000.npy ...      features, rows [start, stop) of the dataset, (rows, D)
+    shard-00000.npy ...      features, rows [start, stop), (rows, D), float32 or float16
     mask.npy                 bool (n,), True = unreadable sample (its row is all zero)
+    .xnetmap-extract.lock    flock held by the run writing the store (empty file)
 
 Every file is written atomically (temp file in the same directory, fsync,
 rename, fsync of the directory), so a crash leaves either the old file or the
