@@ -252,7 +252,7 @@ def main() -> None:
     p.add_argument("--fashion-model", type=Path, help="model for the fashion case")
     p.add_argument("--cases", default="fashion,imagenet")
     p.add_argument("--n-fashion", type=int, default=60000)
-    p.add_argument("--n-jpeg", type=int, default=128)
+    p.add_argument("--n-jpeg", type=int, default=256)
     p.add_argument("--reps", type=int, default=3, help="rounds of (a), (b), (c); median ratio")
     p.add_argument("--batch-size", type=int, default=None, help="default: 256 fashion, 32 imagenet")
     p.add_argument("--workers", type=int, default=None, help="default: cores")
