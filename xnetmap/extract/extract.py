@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -282,14 +283,19 @@ def extract_features(
 
     ds = dataset if hasattr(dataset, "fingerprint") else open_dataset(dataset)
     m = _resolve_model(model, cut, split_dir)
-    spec, notes = _resolve_preprocess(preprocess, m["source_path"])
-    sess = make_session(m["features_path"], device, threads=threads)
+    # onnxruntime builds the session (C++, GIL released) while this thread reads the
+    # preprocessing metadata and fingerprints the dataset.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xnetmap-session") as pool:
+        pending = pool.submit(make_session, m["features_path"], device, threads=threads)
+        spec, notes = _resolve_preprocess(preprocess, m["source_path"])
+        fingerprint = ds.fingerprint()
+        sess = pending.result()  # re-raises DeviceUnavailable / ModelRejected
     n = len(ds)
     spec_json = spec.to_json()
     identity = {
         "model_sha256": m["model_sha256"],
         "features_sha256": m["features_sha256"],
-        "dataset_fingerprint": ds.fingerprint(),
+        "dataset_fingerprint": fingerprint,
         "preprocess_digest": spec.digest(),
         "dtype": dtype,
         "n": n,
