@@ -106,6 +106,9 @@ def export_one(key: str, ckpt: Path, out_dir: Path, x: np.ndarray, y: np.ndarray
         "feature_dim": record["feature_dim"],
         "epochs": record["epochs"],
         "train_seconds": record["train_seconds"],
+        "cpu_seconds": record.get("cpu_seconds"),
+        "threads": record.get("threads"),
+        "torch_version": record.get("torch_version"),
         "train_images": 60000,
         "seed": record["seed"],
         "optimizer": record["optimizer"],
@@ -168,12 +171,13 @@ def main() -> None:
     old.update(cards)
     (args.ckpt / "export.json").write_text(json.dumps(old, indent=2))
     print("\n| family | file | parameters | feature width | test top-1 (onnxruntime) "
-          "| first-2,000 top-1 | training time | epochs |")
+          "| first-2,000 top-1 | training wall / CPU time | epochs |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for key, c in old.items():
         print(f"| {c['family']} | `models/{key}.onnx` | {c['params']:,} | {c['feature_dim']} "
               f"| {100 * c['ort_test_acc']:.2f}% | {100 * c['ort_slice_acc']:.2f}% "
-              f"| {c['train_seconds'] / 60:.1f} min | {c['epochs']} |")
+              f"| {c['train_seconds'] / 60:.1f} / {c['cpu_seconds'] / 60:.1f} min "
+              f"| {c['epochs']} |")
 
 
 if __name__ == "__main__":
