@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import onnx
 import pytest
+from cli_run import run_cli
 from onnx import numpy_helper
 from zoo_data import MODELS, fashion, write_npz
-
-from xnetmap.cli import main
 
 REF = MODELS / "resnet_v2.onnx"
 OTHER = MODELS / "inception.onnx"
 
 
 def _run(*args) -> tuple[int, str]:
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-    return code, out.getvalue()
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

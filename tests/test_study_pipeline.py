@@ -7,16 +7,13 @@ by hand, the map applied with NumPy from the map file.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 from zoo_data import MODELS, fashion, model_input, run_onnx, write_npz
-
-from xnetmap.cli import main
 
 A, B = MODELS / "resnet_v2.onnx", MODELS / "inception.onnx"
 N_TRAIN, N_VAL = 1500, 600
@@ -30,15 +27,7 @@ class Result:
 
 
 def _run(args) -> Result:
-    """The real CLI entry point (exit codes included), output captured."""
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-    return Result(code, out.getvalue())
+    return Result(*run_cli(*args))
 
 
 @pytest.fixture(scope="module")

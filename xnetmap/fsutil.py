@@ -1,18 +1,23 @@
 """Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
 
 A reader never sees a half-written file: either the old content or the new.
+New files get the mode ``open()`` would give them (0666 minus the umask), not
+the 0600 of a temp file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename inside ``folder`` durable (best effort where unsupported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -25,25 +30,45 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and durably; returns the path."""
+def umask_mode() -> int:
+    """0o666 minus the process umask: what ``open()`` would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterator[IO[bytes]]:
+    """Binary file handle whose content replaces ``path`` only when the block succeeds.
+
+    Parameters
+    ----------
+    path : path
+        Final location; its folder is created if missing.
+    mode : int, optional
+        File permissions; default :func:`umask_mode`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-    return path
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; returns the path."""
+    with atomic_writer(path, mode=mode) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -275,17 +274,10 @@ class AffineMap:
             arrays["norm_b"] = np.array(self.calibration_["norm_b"], np.float32)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from ..fsutil import atomic_writer  # noqa: PLC0415
+
+        with atomic_writer(path) as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

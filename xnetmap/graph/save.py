@@ -9,53 +9,15 @@ strings are never reused.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
+from ..fsutil import atomic_write_bytes, atomic_writer
 from .external_data import is_external, iter_model_tensors, validate_external_data
 
 CHUNK = 1 << 24  # 16 MiB
 ALIGN = 4096
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask_mode() -> int:
-    """0o666 minus the process umask: what open() would give a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _umask_mode())  # mkstemp makes 0600 files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _copy_external(part: onnx.ModelProto, source_model: Path, data_path: Path) -> bool:
@@ -65,39 +27,30 @@ def _copy_external(part: onnx.ModelProto, source_model: Path, data_path: Path) -
     tensors = [t for t in iter_model_tensors(part) if is_external(t)]
     if not tensors:
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{data_path.name}.", suffix=".tmp", dir=data_path.parent)
-    try:
-        os.fchmod(fd, _umask_mode())
-        with os.fdopen(fd, "wb") as out:
-            offset = 0
-            for tensor in tensors:
-                ref = refs[tensor.name]
-                pad = (-offset) % ALIGN
-                out.write(b"\0" * pad)
-                offset += pad
-                with open(ref.path, "rb") as src:
-                    src.seek(ref.offset)
-                    left = ref.length
-                    while left:
-                        block = src.read(min(CHUNK, left))
-                        if not block:
-                            raise OSError(f"{ref.path} ended early")
-                        out.write(block)
-                        left -= len(block)
-                del tensor.external_data[:]
-                for key, value in (
-                    ("location", data_path.name),
-                    ("offset", str(offset)),
-                    ("length", str(ref.length)),
-                ):
-                    tensor.external_data.add(key=key, value=value)
-                offset += ref.length
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, data_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(data_path) as out:
+        offset = 0
+        for tensor in tensors:
+            ref = refs[tensor.name]
+            pad = (-offset) % ALIGN
+            out.write(b"\0" * pad)
+            offset += pad
+            with open(ref.path, "rb") as src:
+                src.seek(ref.offset)
+                left = ref.length
+                while left:
+                    block = src.read(min(CHUNK, left))
+                    if not block:
+                        raise OSError(f"{ref.path} ended early")
+                    out.write(block)
+                    left -= len(block)
+            del tensor.external_data[:]
+            for key, value in (
+                ("location", data_path.name),
+                ("offset", str(offset)),
+                ("length", str(ref.length)),
+            ):
+                tensor.external_data.add(key=key, value=value)
+            offset += ref.length
     return True
 
 
