@@ -449,6 +449,10 @@ def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
     if table_pair is not None and len(study.models) > 2:
         shown = _sub_study(study, table_pair)
     typer.echo(format_table1(shown))
+    if len(study.models) > 2 and study.labelled:
+        typer.echo("")
+        typer.echo("Native top-1 (each model's own classifier): " + ", ".join(
+            f"{study.codes[m.name]} {m.name} {m.percent:.1f}%" for m in study.models))
     if len(study.models) > 2:
         for attribute in ("loss", "agreement", "cka"):
             if attribute != "loss" or study.labelled:
