@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from fixtures import onnx_models as fm
 
-from xnetmap.errors import ModelRejected, UsageError, VerificationFailed
+from xnetmap.errors import InputError, ModelRejected, UsageError, VerificationFailed
 from xnetmap.graph import inspect_model, split_model
 from xnetmap.graph.certificate import certify
 
@@ -141,6 +141,32 @@ def test_reuse_when_same_model_and_cut(built, tmp_path):
     assert again.certificate == first.certificate
     other = split_model(path, tmp_path, cut="penultimate", samples=2)
     assert other.cut == "penultimate"
+
+
+def test_reuse_never_hands_back_a_weaker_certificate(built, tmp_path):
+    _, path = built["resnet_gemm"]
+    first = split_model(path, tmp_path, samples=2)
+    more = split_model(path, tmp_path, samples=5)
+    assert first.certificate["samples"] == 2 and more.certificate["samples"] == 5
+    fewer = split_model(path, tmp_path, samples=3)  # a 5-sample certificate covers 3
+    assert fewer.certificate["samples"] == 5
+    strict = split_model(path, tmp_path, samples=3, atol=1e-7, rtol=0.0)
+    assert strict.certificate["atol"] == 1e-7 and strict.certificate["rtol"] == 0.0
+
+
+@pytest.mark.parametrize("kw", [{"atol": -1.0}, {"rtol": float("nan")}])
+def test_negative_or_nan_tolerance_is_a_usage_error(built, tmp_path, kw):
+    _, path = built["resnet_gemm"]
+    with pytest.raises(UsageError, match="must be a number >= 0"):
+        split_model(path, tmp_path, samples=2, **kw)
+
+
+def test_uncreatable_output_folder_is_an_input_error(built, tmp_path):
+    _, path = built["resnet_gemm"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot create output folder"):
+        split_model(path, blocker / "sub", samples=2)
 
 
 def test_certificate_fails_on_a_tampered_classifier(built, tmp_path):

@@ -182,8 +182,11 @@ def data_stamp(model: onnx.ModelProto, model_path: Path) -> list[dict]:
 
 
 def _reusable(
-    json_path: Path, sha: str, cut: str, verify: bool, stamp: list[dict]
+    json_path: Path, sha: str, cut: str, verify: bool, stamp: list[dict], asked: dict
 ) -> SplitResult | None:
+    """The recorded split when it can stand for this request; ``asked`` holds the
+    certificate settings requested (``samples``, ``atol``, ``rtol``; None = default):
+    a certificate made with other settings is not reused, it is made again."""
     try:
         record = json.loads(json_path.read_text())
         if record.get("format") != SPLIT_FORMAT or record.get("model_sha256") != sha:
@@ -195,6 +198,11 @@ def _reusable(
             return None
         if cert is not None and not cert.get("passed"):
             return None  # never hand out parts whose certificate failed
+        if verify and (
+            int(cert.get("samples", 0)) < asked["samples"]
+            or any(asked[k] is not None and cert.get(k) != asked[k] for k in ("atol", "rtol"))
+        ):
+            return None  # the user asked for another certificate (more samples, tolerances)
         folder = json_path.parent
         f_path, c_path = folder / record["features_file"], folder / record["classifier_file"]
         if file_sha256(f_path) != record["features_sha256"]:
@@ -276,17 +284,26 @@ def split_model(
     model_path = Path(model_path).absolute()
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, got {samples}")
+    for flag, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not value >= 0:  # also refuses NaN
+            raise UsageError(f"{flag} must be a number >= 0, got {value}")
     model = load_model(model_path, load_external_data=False)
     sha = file_sha256(model_path)
     name = model_stem(model_path)
     out = Path(out_dir).absolute() if out_dir is not None else model_path.parent
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out} is a file")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create output folder {out} ({err.strerror}); choose another -o"
+        ) from None
     json_path = out / f"{name}.split.json"
     stamp = data_stamp(model, model_path)
     if images is None and json_path.exists():
-        reused = _reusable(json_path, sha, cut, verify, stamp)
+        asked = {"samples": samples, "atol": atol, "rtol": rtol}
+        reused = _reusable(json_path, sha, cut, verify, stamp, asked)
         if reused is not None:
             return reused
 
