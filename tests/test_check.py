@@ -171,3 +171,43 @@ def test_bad_policy_files_exit_2(data, tmp_path, policy_text, message):
     code, out = _run("check", REF, REF, "--val", data["val"], "--policy", policy,
                      "--cache", data["cache"], "-q")
     assert code == 2 and message in out
+
+
+def test_requested_gate_that_cannot_be_measured_fails(data, tmp_path):
+    # --min-cka needs --train: an explicit gate must fail, not vanish into "all 0 gates passed".
+    json_out = tmp_path / "r.json"
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--min-cka", "0.9", "--json", json_out)
+    assert code == 1, out
+    assert "FAIL  cka" in out and "not measured" in out
+    cka = {m["name"]: m for m in json.loads(json_out.read_text())["metrics"]}["cka"]
+    assert cka["value"] is None and cka["passed"] is False and "--train" in cka["description"]
+
+
+def test_default_map_gates_without_train_are_only_noted(data):
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q")
+    assert code == 0, out
+    assert "skipped: no --train" in out and "not measured" not in out
+
+
+def test_policy_records_explicit_thresholds(tmp_path):
+    from xnetmap.check import load_policy
+
+    assert load_policy().explicit == ()
+    pol = load_policy(None, min_cka=0.9, max_loss=None)
+    assert pol.explicit == ("min_cka",) and pol.max_loss is None
+    assert "explicit" not in pol.thresholds()
+
+
+def test_baseline_metric_missing_from_run_fails_drift(data, tmp_path):
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps({"schema": "xnetmap.check-baseline/1",
+                                "metrics": {"top1_agreement": 100.0, "cka": 0.95}}))
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--baseline", base)
+    assert code == 1, out
+    assert "PASS  drift:top1_agreement" in out and "FAIL  drift:cka" in out
+    base.write_text(json.dumps({"schema": "xnetmap.check-baseline/1", "metrics": {"cka": "x"}}))
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--baseline", base)
+    assert code == 2 and "must be a number" in out

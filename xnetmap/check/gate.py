@@ -95,7 +95,12 @@ class CheckResult:
         return [m for m in self.metrics if m.passed is not None]
 
     def values(self) -> dict:
-        return {m.name: m.value for m in self.metrics if not m.name.startswith("drift:")}
+        """Measured (finite) values of the non-drift metrics, by name."""
+        return {
+            m.name: m.value
+            for m in self.metrics
+            if not m.name.startswith("drift:") and math.isfinite(m.value)
+        }
 
     def to_dict(self) -> dict:
         return {
@@ -109,8 +114,15 @@ class CheckResult:
             "n_val": self.n_val,
             "labelled": self.labelled,
             "notes": self.notes,
-            "metrics": [asdict(m) for m in self.metrics],
+            "metrics": [_json_metric(m) for m in self.metrics],
         }
+
+
+def _json_metric(m: Metric) -> dict:
+    d = asdict(m)
+    if not math.isfinite(m.value):
+        d["value"] = None  # strict JSON has no NaN: None = not measured
+    return d
 
 
 def _gate(name: str, value: float, policy: CheckPolicy, interval=None) -> Metric:
@@ -274,8 +286,12 @@ def check_models(
                 ci = M.bootstrap_loss_ci(ok_n, ok_m, n_boot=settings.n_boot, seed=settings.seed)
                 out.append(_gate(f"loss_{tag}", M.loss_points(ok_n, ok_m), policy, interval=ci))
         out.append(_gate("cka", float(linear_cka(feats[0], feats[1])), policy))
-    elif policy.max_loss is not None or policy.min_map_agreement is not None:
+    elif any(
+        getattr(policy, k) is not None and k not in policy.explicit
+        for k in ("max_loss", "min_map_agreement", "min_cka")
+    ):
         notes.append("map-based gates (max_loss, min_map_agreement, min_cka) skipped: no --train")
+    out.extend(unmeasured_gates(out, policy))
 
     result = CheckResult(
         reference=str(paths[0]),
@@ -293,9 +309,64 @@ def check_models(
     return result
 
 
-def drift_metrics(result: CheckResult, base: dict, policy: CheckPolicy) -> list[Metric]:
-    """One gate per metric present in both the result and the baseline."""
+# why a threshold's metrics can be missing from a run
+_NEEDS = {
+    "min_agreement": "the two models must share an output space",
+    "max_abs_diff": "the two models must share an output space",
+    "max_mean_abs_diff": "the two models must share an output space",
+    "max_acc_drop": "the two models must share an output space and --val must have labels",
+    "max_loss": "needs --train and labels in --val",
+    "min_map_agreement": "needs --train",
+    "min_cka": "needs --train",
+}
+
+
+def unmeasured_gates(measured: list[Metric], policy: CheckPolicy) -> list[Metric]:
+    """A failing gate for each threshold the user asked for whose metric this run could not measure.
+
+    A CI gate must not pass because the evidence it was told to check is absent
+    (e.g. ``--min-cka`` without ``--train``, ``--max-acc-drop`` on unlabelled val).
+    """
+    have = {m.name for m in measured}
     out = []
+    for key in policy.explicit:
+        threshold = getattr(policy, key, None)
+        gated = [n for n, spec in _GATES.items() if spec[0] == key]
+        if threshold is None or not gated or any(n in have for n in gated):
+            continue
+        _key, op, unit, _desc = _GATES[gated[0]]
+        out.append(
+            Metric(
+                gated[0],
+                math.nan,
+                unit,
+                f"not measured ({_NEEDS.get(key, 'not available in this run')}); "
+                f"the policy asks for {key}",
+                float(threshold),
+                op,
+                passed=False,
+            )
+        )
+    return out
+
+
+def drift_metrics(result: CheckResult, base: dict, policy: CheckPolicy) -> list[Metric]:
+    """One gate per metric of the baseline: its change, or a failure when not measured now."""
+    out = []
+    current = result.values()
+    for name, before in base["metrics"].items():
+        if name in current:
+            continue
+        m = Metric(
+            f"drift:{name}",
+            math.nan,
+            _GATES.get(name, (None, "", "", ""))[2],
+            f"{name} is in the baseline ({before:.4g}) but was not measured in this run",
+            policy.drift_tolerance(name),
+            "|x| <=",
+            passed=False,
+        )
+        out.append(m)
     for name, value in result.values().items():
         if name not in base["metrics"]:
             continue
@@ -344,4 +415,10 @@ def load_baseline(path) -> dict:
         raise InputError(f"baseline {path} is not an xnetmap check baseline ({BASELINE_SCHEMA})")
     if not isinstance(data.get("metrics"), dict):
         raise InputError(f"baseline {path} has no 'metrics' table")
+    for name, value in data["metrics"].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(
+                f"baseline {path}: metric {name!r} must be a number, got {value!r}; "
+                "write a fresh baseline with --save-baseline"
+            )
     return data

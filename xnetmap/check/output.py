@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _fmt(m: Metric, x: float) -> str:
 
 
 def _line(m: Metric) -> str:
-    value = _fmt(m, m.value)
+    value = _fmt(m, m.value) if math.isfinite(m.value) else "not measured"
     if m.interval is not None:
         lo, hi = m.interval
         value += f" [{lo:+.2f}, {hi:+.2f}]"

@@ -31,6 +31,7 @@ from ..errors import InputError, UsageError
 # Used when neither the policy file nor a flag gives any threshold.
 DEFAULT_THRESHOLDS = {"min_agreement": 99.0, "max_acc_drop": 0.5, "max_loss": 1.0}
 DEFAULT_DRIFT = 0.5
+_NOT_THRESHOLDS = ("drift", "explicit")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class CheckPolicy:
     drift : dict of str to float
         Allowed absolute change of each metric against a baseline (default
         ``DEFAULT_DRIFT`` for metrics not listed).
+    explicit : tuple of str
+        Thresholds the user asked for (policy file or flags), as opposed to
+        :data:`DEFAULT_THRESHOLDS`. An explicit gate whose metric cannot be
+        measured in a run fails instead of silently disappearing.
     """
 
     min_agreement: float | None = None
@@ -64,9 +69,12 @@ class CheckPolicy:
     min_map_agreement: float | None = None
     min_cka: float | None = None
     drift: dict = field(default_factory=dict)
+    explicit: tuple = ()
 
     def thresholds(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "drift"}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_THRESHOLDS
+        }
 
     def drift_tolerance(self, metric: str) -> float:
         return float(self.drift.get(metric, DEFAULT_DRIFT))
@@ -91,7 +99,7 @@ def load_policy(path: str | Path | None = None, **flags: float | None) -> CheckP
 
     When neither gives any threshold, :data:`DEFAULT_THRESHOLDS` apply.
     """
-    names = {f.name for f in fields(CheckPolicy)} - {"drift"}
+    names = {f.name for f in fields(CheckPolicy)} - set(_NOT_THRESHOLDS)
     values: dict = {}
     drift: dict = {}
     if path is not None:
@@ -116,9 +124,10 @@ def load_policy(path: str | Path | None = None, **flags: float | None) -> CheckP
             raise UsageError(f"unknown threshold {key!r}")
         if value is not None:
             values[key] = _number(value, f"--{key.replace('_', '-')}")
+    explicit = tuple(sorted(values))
     if not values:
         values = dict(DEFAULT_THRESHOLDS)
-    return replace(CheckPolicy(), **values, drift=drift)
+    return replace(CheckPolicy(), **values, drift=drift, explicit=explicit)
 
 
 def _number(value, where: str) -> float:
