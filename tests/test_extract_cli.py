@@ -74,6 +74,15 @@ def test_max_bad_exit_4(tmp_path, folder, capsys):
                         "--max-bad", "0.1", "--quiet")
     assert code == 4
     assert "unreadable" in err and "--max-bad" in err
+    assert "(a/bad_text.jpg)" in err  # the message names the file, not only its index
+
+
+def test_uncreatable_store_folder_exit_2(tmp_path, folder, capsys):
+    model = conv_features_model(tmp_path / "tiny.features.onnx")
+    (tmp_path / "file").write_text("x")
+    code, _, err = _cli(capsys, "extract", model, f"folder:{folder}", "-o",
+                        tmp_path / "file" / "s", "--quiet")
+    assert code == 2 and "cannot create store folder" in err and "Traceback" not in err
 
 
 def test_nonfinite_and_zero_norm_rows_counted(tmp_path, folder, capsys):

@@ -303,7 +303,12 @@ def extract_features(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create store folder {out} ({err.strerror}); choose another -o"
+        ) from None
     with _store_lock(out):
         old = st.read_manifest(out) if not overwrite else None
         if old is not None:
@@ -417,7 +422,9 @@ def extract_features(
             bad.update(pb.bad)
             n_bad += len(pb.bad)
             if n_bad > allowed:
-                raise TooManyBadImages(_too_many(n_bad, n, max_bad, out, pb.bad or bad))
+                raise TooManyBadImages(
+                    _too_many(n_bad, n, max_bad, out, pb.bad or bad, ds.ids)
+                )
             pos += rows
             finished += rows
             if pos == b - a:
@@ -508,11 +515,12 @@ def _totals(manifest: dict) -> dict:
     }
 
 
-def _too_many(n_bad: int, n: int, max_bad: float, out: Path, examples=None) -> str:
+def _too_many(n_bad: int, n: int, max_bad: float, out: Path, examples=None, ids=None) -> str:
     ex = ""
     if examples:
         i, reason = next(iter(sorted(examples.items())))
-        ex = f" (e.g. sample {i}: {reason})"
+        name = f"sample {i}" if ids is None else f"sample {i} ({ids[int(i)]})"
+        ex = f" (e.g. {name}: {reason})"
     return (
         f"{n_bad} of {n} images are unreadable ({n_bad / max(n, 1):.2%}){ex}, more than "
         f"--max-bad {max_bad:g} allows; fix or remove them, or raise --max-bad. The shards "
