@@ -112,6 +112,18 @@ def test_annotate_missing_and_garbage_models(tmp_path, capsys):
     assert code == 3 and "g.onnx" in err
 
 
+def test_annotate_unwritable_output_exit_2(tmp_path, capsys):
+    src = _classifier(tmp_path / "m.onnx")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for out, message in ((tmp_path / "file" / "o.onnx", "cannot write"),
+                         (tmp_path / "folder", "is a folder")):
+        code, _, err = _run(["annotate", str(src), "--preset", "imagenet", "-o", str(out)],
+                            capsys)
+        assert code == 2 and message in err and "Traceback" not in err, err
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
 def test_annotate_model_library_call(tmp_path):
     src = _classifier(tmp_path / "m.onnx", shape=("N", 299, 299, 3))
     result = annotate_model(src, tmp_path / "o.onnx", preset="inception", labels=list("abcd"))

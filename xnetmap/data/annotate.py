@@ -110,7 +110,12 @@ def annotate_model(
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)
     mode = model_path.stat().st_mode & 0o777
-    atomic_write_bytes(target, model.SerializeToString())
+    if target.is_dir():
+        raise InputError(f"-o {target} is a folder; give the path of the .onnx file to write")
+    try:
+        atomic_write_bytes(target, model.SerializeToString())
+    except OSError as err:
+        raise InputError(f"cannot write {target} ({err.strerror}); choose another -o") from None
     try:  # the temp file behind the atomic write is 0600; give the model its usual mode back
         os.chmod(target, mode)  # in place: unchanged; a copy: the source's mode
     except OSError:
