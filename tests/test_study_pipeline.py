@@ -174,3 +174,23 @@ def test_missing_train_is_a_usage_error(data, tmp_path):
     res = _run(["run-study", A, B, "--val", data["val"], "-o", tmp_path / "s"])
     assert res.exit_code == 2
     assert "--train" in res.output
+
+
+def test_map_and_probe_cache_keys_follow_the_cut():
+    # The same model split at another tensor must not reuse a map fitted on the other features.
+    from types import SimpleNamespace
+
+    from xnetmap.study.pipeline import map_cache_key
+
+    def store(features_sha, cut=None):
+        return SimpleNamespace(manifest={
+            "model_sha256": "m" * 64, "features_sha256": features_sha, "cut": cut,
+            "dataset_fingerprint": "d" * 64, "preprocess_digest": "p" * 64})
+
+    params = {"solver": "gd", "seed": 0}
+    base = map_cache_key(store("a"), store("b"), params)
+    assert base == map_cache_key(store("a"), store("b"), dict(params))
+    assert base != map_cache_key(store("a2"), store("b"), params)
+    assert base != map_cache_key(store("a"), store("b2"), params)
+    assert base != map_cache_key(store("a", cut="/x"), store("b"), params)
+    assert base != map_cache_key(store("a"), store("b"), {**params, "calibrate": "none"})

@@ -105,7 +105,9 @@ def prepare_models(
     for name, path in zip(names, model_paths):
         say(f"{name}: split ({settings.cut})")
         digest = file_sha256(path)
-        split_dir = cache / "splits" / f"{path.name.removesuffix('.onnx')}-{digest[:12]}"
+        # one folder per (model, cut): alternating cuts never re-split over each other
+        stem = path.name.removesuffix(".onnx")
+        split_dir = cache / "splits" / f"{stem}-{digest[:12]}-{_slug(settings.cut)}"
         res = split_model(path, split_dir, cut=settings.cut)
         stores = {}
         for role, ds, fp in (("val", val_ds, val_fp), ("train", train_ds, train_fp)):
@@ -451,13 +453,7 @@ def _probe_classifier(name, train_store, cache: Path, settings: StudySettings, s
     from ..fsutil import atomic_write_bytes
     from .probe import SoftmaxProbe, export_probe_onnx
 
-    key = _key(
-        "probe/1",
-        train_store.manifest.get("model_sha256"),
-        train_store.manifest.get("dataset_fingerprint"),
-        train_store.manifest.get("preprocess"),
-        settings.seed,
-    )
+    key = _key("probe/2", _store_identity(train_store), settings.seed)
     out = cache / "probes" / f"{key}.classifier.onnx"
     if out.exists():
         say(f"{name}: probe (cached)")
@@ -478,19 +474,32 @@ def _probe_classifier(name, train_store, cache: Path, settings: StudySettings, s
     return out
 
 
+def _store_identity(store) -> list:
+    """What fixes a store's features: model, feature extractor (so the cut), data, preprocessing."""
+    m = store.manifest
+    return [
+        m.get("model_sha256"),
+        m.get("features_sha256"),
+        m.get("cut"),
+        m.get("dataset_fingerprint"),
+        m.get("preprocess_digest") or m.get("preprocess"),
+    ]
+
+
+def map_cache_key(src_store, tgt_store, fit_params: dict) -> str:
+    """Content key of the map fitted from ``src_store`` to ``tgt_store`` with ``fit_params``.
+
+    Both stores' feature extractors are part of it: one model split at two cuts
+    gives two different maps.
+    """
+    return _key("map/2", _store_identity(src_store), _store_identity(tgt_store), fit_params)
+
+
 def fit_cached(src_store, tgt_store, cache: Path, fit_params: dict, src_name: str, tgt_name: str):
     """Fit ``M`` from ``src_store`` to ``tgt_store``, or load the map fitted before."""
     from ..fit import AffineMap, fit_map
 
-    key = _key(
-        "map/1",
-        src_store.manifest.get("model_sha256"),
-        tgt_store.manifest.get("model_sha256"),
-        src_store.manifest.get("dataset_fingerprint"),
-        src_store.manifest.get("preprocess"),
-        tgt_store.manifest.get("preprocess"),
-        fit_params,
-    )
+    key = map_cache_key(src_store, tgt_store, fit_params)
     safe = f"{_slug(src_name)}-to-{_slug(tgt_name)}-{key}.npz"
     path = cache / "maps" / safe
     if path.exists():
