@@ -117,6 +117,15 @@ def test_flat_csv_and_file_label_lines(flat_folder, tmp_path):
         open_dataset(flat_folder, labels=tmp_path / "miss.csv")
 
 
+def test_flat_integer_labels_with_a_typo_are_refused(flat_folder, tmp_path):
+    # sorting the tokens as names would silently turn "65" into class 0
+    (tmp_path / "gt.txt").write_text("65\n97O\n230\n")
+    with pytest.raises(InputError, match=r"'97O' \(entry 2\) is not an integer"):
+        open_dataset(flat_folder, labels=tmp_path / "gt.txt")
+    (tmp_path / "names.txt").write_text("cat\ndog\ncat\n")  # all names: still fine
+    assert open_dataset(flat_folder, labels=tmp_path / "names.txt").labels.tolist() == [0, 1, 0]
+
+
 def test_flat_labels_file_inside_folder_detected(flat_folder):
     (flat_folder / "labels.csv").write_text("ILSVRC2012_val_00000002.JPEG,4\n")
     ds = open_dataset(flat_folder)

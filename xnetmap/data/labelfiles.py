@@ -142,6 +142,16 @@ def encode_labels(
         ids = np.array([int(t) for t in tokens], dtype=np.int64)
     except ValueError:
         ids = None
+    if ids is None and class_names is None:
+        numeric = [k for k, t in enumerate(tokens) if _is_int(t)]
+        if numeric and len(numeric) < len(tokens):
+            # a typo in an integer label file must not silently re-map every label
+            k = next(k for k, t in enumerate(tokens) if not _is_int(t))
+            raise InputError(
+                f"{where}: label {tokens[k]!r} (entry {k + 1}) is not an integer but "
+                f"{len(numeric):,} other labels are; use integer class ids throughout, or "
+                "class names with a class-index file"
+            )
     if ids is not None:
         if ids.size and ids.min() < 0:
             raise InputError(f"{where}: negative label {int(ids.min())}")
@@ -157,3 +167,11 @@ def encode_labels(
     if missing:
         raise InputError(f"{where}: labels not in the class index: {missing[:5]}")
     return np.array([lookup[t] for t in tokens], dtype=np.int64), list(names)
+
+
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
