@@ -194,3 +194,20 @@ def test_map_and_probe_cache_keys_follow_the_cut():
     assert base != map_cache_key(store("a"), store("b2"), params)
     assert base != map_cache_key(store("a", cut="/x"), store("b"), params)
     assert base != map_cache_key(store("a"), store("b"), {**params, "calibrate": "none"})
+
+
+def test_stitch_refuses_a_map_fitted_for_other_models(study, tmp_path):
+    # Same widths, other weights: the map's recorded target digest no longer matches B.
+    import onnx
+
+    pair = _pair(study["report"], A.stem, B.stem)
+    model = onnx.load(str(B))
+    model.doc_string = "retrained elsewhere"
+    other = tmp_path / "other_b.onnx"
+    onnx.save(model, str(other))
+    res = _run(["stitch", A, other, pair["map_path"], "-o", tmp_path / "x.onnx"])
+    assert res.exit_code == 2, res.output
+    assert "different model B" in res.output and "--any-map" in res.output
+    assert not (tmp_path / "x.onnx").exists()
+    res = _run(["stitch", A, other, pair["map_path"], "-o", tmp_path / "x.onnx", "--any-map"])
+    assert res.exit_code == 0, res.output

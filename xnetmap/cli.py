@@ -557,11 +557,14 @@ def stitch_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Stitched ONNX model to write."),
     cut: str = _STUDY_OPTS["cut"],
     split_dir: Path | None = typer.Option(None, "--split-dir", help="Where to cache splits."),
+    any_map: bool = typer.Option(False, "--any-map", help="Stitch even when the map records "
+                                 "other source/target model digests."),
 ) -> None:
     """Write one ONNX model F_A → M_{A→B} → C_B."""
     from .graph.stitch import stitch_models
 
-    path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut)
+    path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut,
+                         check_digests=not any_map)
     typer.echo(f"wrote {path}")
 
 # ---- end section: study ----------------------------------------------------------

@@ -174,29 +174,56 @@ def stitch_graphs(
     return model
 
 
-def stitch_models(model_a, model_b, map_path, out_path, *, split_dir=None, cut: str = "pooled"):
+def stitch_models(
+    model_a, model_b, map_path, out_path, *, split_dir=None, cut: str = "pooled",
+    check_digests: bool = True,
+):
     """Path-level twin of :func:`stitch_graphs`: ``xnetmap stitch A.onnx B.onnx MAP.npz -o OUT``.
 
     A and B are full classifiers (split on the fly into ``split_dir``, default a
     temporary folder) or
     already-split parts (``NAME.features.onnx`` for A, ``NAME.classifier.onnx`` for B).
     Returns the output path. The written model passes onnx.checker.
+    With ``check_digests`` (default), a map whose recorded source/target model
+    digests name other models is refused (UsageError), even when widths agree.
     """
     import tempfile
 
     import onnx
 
     from ..fit import AffineMap
-    from .load import load_model
+    from .load import file_sha256, load_model
     from .split import split_model
 
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="xnetmap-stitch-") as tmp:
         # Each model is split into its own folder: two models with one file name never collide.
         base = Path(split_dir) if split_dir is not None else Path(tmp)
-        fa = load_model(_part(model_a, "features", base / "a", cut, split_model))
-        cb = load_model(_part(model_b, "classifier", base / "b", cut, split_model))
+        part_a = _part(model_a, "features", base / "a", cut, split_model)
+        part_b = _part(model_b, "classifier", base / "b", cut, split_model)
+        fa, cb = load_model(part_a), load_model(part_b)
+        # a map's provenance may name the full model or (stores extracted from a bare
+        # NAME.features.onnx) a split part: accept any of them
+        sibling = Path(part_b).with_name(
+            Path(part_b).name.removesuffix(".classifier.onnx") + ".features.onnx"
+        )
+        known = {
+            "A": _digests(model_a) | _digests(part_a),
+            "B": _digests(model_b) | _digests(part_b)
+            | (_digests(sibling) if sibling.exists() else set()),
+        }
     amap = AffineMap.load(map_path)
+    if check_digests:
+        prov = getattr(amap, "provenance_", {}) or {}
+        for role, model, key in (("A", model_a, "source_model_sha256"),
+                                 ("B", model_b, "target_model_sha256")):
+            want = prov.get(key)
+            if want and want not in known[role]:
+                raise UsageError(
+                    f"{map_path} was fitted for a different model {role} than {model} "
+                    f"(map's {key} {want[:12]}…, file {file_sha256(model)[:12]}…); "
+                    "fit a map for these models, or pass --any-map to stitch it anyway"
+                )
     W, b = amap.W_, amap.b_
     d_in = _width(fa.graph.output[0])
     d_out = _width(cb.graph.input[0])
@@ -222,6 +249,27 @@ def stitch_models(model_a, model_b, map_path, out_path, *, split_dir=None, cut: 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_path, model.SerializeToString())
     return out_path
+
+
+def _digests(model) -> set[str]:
+    """Digests a map's provenance may name for ``model``.
+
+    The file itself, and for a split part (``NAME.features.onnx`` /
+    ``NAME.classifier.onnx``) the digests recorded in ``NAME.split.json``.
+    """
+    from .load import file_sha256
+
+    path = Path(model)
+    out = {file_sha256(path)}
+    for part in (".features.onnx", ".classifier.onnx"):
+        if path.name.endswith(part):
+            sj = path.with_name(path.name.removesuffix(part) + ".split.json")
+            try:
+                info = json.loads(sj.read_text())
+            except (OSError, ValueError):
+                continue
+            out |= {v for k, v in info.items() if k.endswith("sha256") and isinstance(v, str)}
+    return out
 
 
 def _width(value_info):
