@@ -211,3 +211,34 @@ def test_stitch_refuses_a_map_fitted_for_other_models(study, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
     res = _run(["stitch", A, other, pair["map_path"], "-o", tmp_path / "x.onnx", "--any-map"])
     assert res.exit_code == 0, res.output
+
+
+def test_val_class_names_are_aligned_to_the_models_label_order(study, data, tmp_path):
+    # A dataset that numbers classes alphabetically (as a folder dataset does) must be
+    # re-indexed to the models' xnetmap.labels order, not scored against the wrong ids.
+    names = json.loads(_labels_of(A))
+    alpha = sorted(names)
+    y = np.array([alpha.index(names[c]) for c in data["yv"]])
+    val = tmp_path / "val_alpha.npz"
+    np.savez(val, images=data["xv"], labels=y, class_names=np.array(alpha))
+    out = tmp_path / "alpha"
+    res = _run([*study["args"][:5], "--val", val, "-o", out, "--cache", study["out"] / "cache",
+                "--epochs", "8", "--bootstrap", "200", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    for m in report["models"]:
+        assert m["correct"] == _model(study["report"], m["name"])["correct"]
+    assert report["settings"]["val_labels_reindexed_to_model_classes"] is True
+    bad = tmp_path / "val_bad.npz"
+    np.savez(bad, images=data["xv"][:20], labels=np.arange(20) % 2,
+             class_names=np.array(["Bag", "Boat"]))
+    res = _run([*study["args"][:5], "--val", bad, "-o", tmp_path / "bad",
+                "--cache", study["out"] / "cache", "-q"])
+    assert res.exit_code == 2 and "'Boat'" in res.output
+
+
+def _labels_of(path):
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(p.value for p in model.metadata_props if p.key == "xnetmap.labels")

@@ -198,6 +198,8 @@ def check_models(
     from ..study.cka import linear_cka
     from ..study.pipeline import (
         StudySettings,
+        _labels_meta,
+        align_labels,
         choose_classifiers,
         classifier_logits,
         fit_cached,
@@ -244,6 +246,9 @@ def check_models(
         raise InputError("no val image is readable by both models")
     labels = prepared[0].val_store.labels
     labels = None if labels is None else np.asarray(labels)[rows]
+    if labels is not None and same:
+        model_labels = next((lab for lab in map(_labels_meta, paths) if lab), None)
+        labels = align_labels(labels, val_ds, model_labels)
     feats = [p.val_store.take(rows) for p in prepared]
     logits = [classifier_logits(c, F, device) for c, F in zip(classifiers, feats)]
 

@@ -196,6 +196,41 @@ def _check_label_space(models, names, widths) -> None:
             )
 
 
+def align_labels(labels: np.ndarray, ds, model_labels: list[str] | None) -> np.ndarray:
+    """Re-index a dataset's labels into the models' class order (``--head native``).
+
+    A folder dataset numbers its classes by sorted folder name, which rarely is the
+    order of the classifier's outputs. When the dataset's class names are known and
+    all appear in the model's ``xnetmap.labels``, each label is mapped to the
+    model's index of its name; names unrelated to the model's (e.g. folders
+    ``0``..``9``) are left as they are; a partial overlap is an error.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,), int
+        Class ids in the dataset's numbering.
+    ds : Dataset
+        Supplies ``class_names`` and, for messages, ``describe()``.
+    model_labels : list of str or None
+        The models' class names, index = output.
+    """
+    names = getattr(ds, "class_names", None)
+    if not names or not model_labels or list(names) == list(model_labels):
+        return labels
+    index = {n: i for i, n in enumerate(model_labels)}
+    unknown = [n for n in names if n not in index]
+    if len(unknown) == len(names):
+        return labels
+    if unknown:
+        raise InputError(
+            f"{ds.describe()}: classes {unknown[:5]} are not among the models' labels "
+            f"({', '.join(model_labels[:5])}...); give val images of the models' classes, "
+            "or use --head probe"
+        )
+    perm = np.array([index[n] for n in names], dtype=np.int64)
+    return perm[labels]
+
+
 def classifier_logits(classifier_path: Path, X: np.ndarray, device: str) -> np.ndarray:
     """Logits of classifier C on features ``X`` (n, D)."""
     from ..extract import run_model
@@ -326,6 +361,12 @@ def run_study(
         raise InputError("every val image is unreadable for at least one model; nothing to score")
     labels = val_stores[0].labels
     labels_v = None if labels is None else np.asarray(labels)[rows]
+    reindexed = False
+    if labels_v is not None and settings.head == "native":
+        model_labels = next((lab for lab in map(_labels_meta, model_paths) if lab), None)
+        aligned = align_labels(labels_v, val_ds, model_labels)
+        reindexed = aligned is not labels_v
+        labels_v = aligned
     val_feats = [st.take(rows) for st in val_stores]
 
     # ---- native results --------------------------------------------------------------------
@@ -399,6 +440,7 @@ def run_study(
             "fit": dict(settings.fit),
             "device_resolved": device,
             "val_unreadable_excluded": n_masked,
+            "val_labels_reindexed_to_model_classes": reindexed,
         },
     )
     reports = write_reports(study, out_dir)
