@@ -91,6 +91,28 @@ def test_flipped_byte_detected_and_recomputed(setup, tmp_path):
     assert fixed.verify() == []
 
 
+def test_missing_or_tampered_ids_labels_mask_are_rebuilt(setup, tmp_path):
+    _, model, data = setup
+    good = extract_features(model, data, tmp_path / "s", batch_size=32, shard_rows=64)
+    ids, labels, mask = list(good.ids), good.labels.copy(), good.mask.copy()
+    out = tmp_path / "s"
+    (out / "ids.json").write_text('["x"]\n')
+    np.save(out / "labels.npy", np.zeros_like(labels))
+    (out / "mask.npy").unlink()
+    with pytest.raises(InputError, match="mask.npy is missing"):
+        FeatureStore.open(out)
+    again = extract_features(model, data, out, batch_size=32)
+    assert again.run["reused"] and len(again.run["notes"]) == 3
+    assert again.ids == ids and np.array_equal(again.labels, labels)
+    assert np.array_equal(again.mask, mask)
+    (out / "ids.json").write_text('["x"]\n')
+    with pytest.raises(InputError, match="ids.json is missing or wrong"):
+        _ = FeatureStore.open(out).ids
+    (out / "labels.npy").unlink()  # a labelled store never opens as unlabeled
+    with pytest.raises(InputError, match="labels.npy is missing"):
+        FeatureStore.open(out)
+
+
 def test_fingerprint_refusal_and_overwrite(setup, tmp_path):
     tmp, model, data = setup
     extract_features(model, data, tmp_path / "s", batch_size=32)

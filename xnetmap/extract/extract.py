@@ -328,6 +328,7 @@ def extract_features(
             p.unlink()  # temp files of a killed run
 
         if old is not None:
+            run["notes"] += _repair_side_files(out, old, ds)
             shard_rows = int(old["shard_rows"])
             dim = int(old["dim"])
             done = {int(s["index"]): s for s in old["shards"]}
@@ -445,11 +446,60 @@ def extract_features(
         return store
 
 
+def _ids_text(ids) -> str:
+    return json.dumps(list(ids), separators=(",", ":")) + "\n"
+
+
 def atomic_write_bytes_json(path: Path, obj) -> None:
     """Compact JSON (ids lists can be long), atomically."""
     from ..fsutil import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
+    atomic_write_text(path, _ids_text(obj))
+
+
+def _mask_from(manifest: dict) -> np.ndarray:
+    mask = np.zeros(int(manifest["n"]), dtype=bool)
+    for s in manifest["shards"]:
+        for i, _sid, _reason in s["bad"]:
+            mask[int(i)] = True
+    return mask
+
+
+def _repair_side_files(out: Path, manifest: dict, ds) -> list[str]:
+    """Rewrite ids.json, labels.npy (and mask.npy of a complete store) when they are
+    missing or differ from what the dataset (same fingerprint) and the manifest say.
+
+    The manifest checksums only the shards; these small files are derived from the
+    dataset and the manifest, so a resumed or reused store rebuilds them instead of
+    handing out misaligned ids, labels or mask. Returns one note per file rewritten.
+    """
+    notes = []
+
+    def differs(path: Path, same) -> bool:
+        try:
+            return not same(path)
+        except (OSError, ValueError):
+            return True
+
+    ids_path = out / st.IDS
+    if differs(ids_path, lambda p: p.read_text() == _ids_text(ds.ids)):
+        atomic_write_bytes_json(ids_path, list(ds.ids))
+        notes.append(f"{ids_path} was missing or did not match the dataset; rewrote it")
+    labels_path = out / st.LABELS
+    if ds.labels is not None:
+        want = np.asarray(ds.labels, dtype=np.int64)
+        if differs(labels_path,
+                   lambda p: np.array_equal(np.load(p, allow_pickle=False), want)):
+            st.atomic_save_npy(labels_path, want)
+            notes.append(f"{labels_path} was missing or did not match the dataset; rewrote it")
+    if manifest.get("complete"):
+        mask = _mask_from(manifest)
+        mask_path = out / st.MASK
+        if differs(mask_path,
+                   lambda p: np.array_equal(np.load(p, allow_pickle=False), mask)):
+            st.atomic_save_npy(mask_path, mask)
+            notes.append(f"{mask_path} was missing or did not match the manifest; rewrote it")
+    return notes
 
 
 def _first_image(ds):
@@ -492,13 +542,9 @@ def _write_shard(out, k, a, b, buf, valid, bad, dtype, ds) -> dict:
 
 
 def _finish(out: Path, manifest: dict, plan, ds) -> None:
-    n = manifest["n"]
-    mask = np.zeros(n, dtype=bool)
-    bad = []
-    for s in manifest["shards"]:
-        for i, sid, reason in s["bad"]:
-            mask[i] = True
-            bad.append({"index": i, "id": sid, "reason": reason})
+    mask = _mask_from(manifest)
+    bad = [{"index": i, "id": sid, "reason": reason}
+           for s in manifest["shards"] for i, sid, reason in s["bad"]]
     st.atomic_save_npy(out / st.MASK, mask)
     manifest["bad"] = bad
     manifest.update({f"total_{k}": v for k, v in _totals(manifest).items()})

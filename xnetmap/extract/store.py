@@ -134,9 +134,28 @@ class FeatureStore:
         self._mm: dict[int, np.ndarray] = {}
         self._ids: list[str] | None = None
         self.run: dict = {}
-        labels_path = self.path / LABELS
-        self.labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
-        self.mask = np.load(self.path / MASK, allow_pickle=False).astype(bool)
+        self.labels = None
+        if manifest.get("labeled", (self.path / LABELS).exists()):
+            self.labels = self._side_array(LABELS, np.int64)
+        self.mask = self._side_array(MASK, np.bool_)
+
+    def _side_array(self, name: str, dtype) -> np.ndarray:
+        """labels.npy / mask.npy, checked against the manifest's row count."""
+        p = self.path / name
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(
+                f"feature store {self.path}: {name} is missing or unreadable ({err}); re-run "
+                "the `xnetmap extract` command that made the store to repair it"
+            ) from None
+        if arr.shape != (self.n,) or not np.can_cast(arr.dtype, dtype, casting="same_kind"):
+            raise InputError(
+                f"feature store {self.path}: {name} holds {arr.dtype} {arr.shape}, expected "
+                f"{np.dtype(dtype)} ({self.n},); re-run the `xnetmap extract` command that made "
+                "the store to repair it"
+            )
+        return arr.astype(dtype, copy=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> FeatureStore:
@@ -164,7 +183,19 @@ class FeatureStore:
     @property
     def ids(self) -> list[str]:
         if self._ids is None:
-            self._ids = json.loads((self.path / IDS).read_text())
+            try:
+                ids = json.loads((self.path / IDS).read_text())
+            except (OSError, ValueError) as err:
+                ids, why = None, str(err)
+            else:
+                why = f"{len(ids) if isinstance(ids, list) else type(ids).__name__} ids"
+            if not isinstance(ids, list) or len(ids) != self.n:
+                raise InputError(
+                    f"feature store {self.path}: {IDS} is missing or wrong ({why}; expected "
+                    f"{self.n}); re-run the `xnetmap extract` command that made the store to "
+                    "repair it"
+                )
+            self._ids = ids
         return self._ids
 
     def __len__(self) -> int:
