@@ -228,7 +228,7 @@ def test_val_class_names_are_aligned_to_the_models_label_order(study, data, tmp_
     report = json.loads((out / "report.json").read_text())
     for m in report["models"]:
         assert m["correct"] == _model(study["report"], m["name"])["correct"]
-    assert report["settings"]["val_labels_reindexed_to_model_classes"] is True
+    assert report["settings"]["val_labels_reindexed"] is True
     bad = tmp_path / "val_bad.npz"
     np.savez(bad, images=data["xv"][:20], labels=np.arange(20) % 2,
              class_names=np.array(["Bag", "Boat"]))
@@ -242,3 +242,21 @@ def _labels_of(path):
 
     model = onnx.load(str(path), load_external_data=False)
     return next(p.value for p in model.metadata_props if p.key == "xnetmap.labels")
+
+
+def test_probe_head_covers_classes_missing_from_train(data, tmp_path):
+    # Train slice without class 9 ("Ankle boot"); val has it: the probe must still have
+    # 10 outputs (class 9 simply never learned), not fail on val label 9.
+    xt, yt = fashion("train", N_TRAIN)
+    keep = yt != 9
+    train = write_npz(tmp_path / "train_no9.npz", xt[keep], yt[keep])
+    out = tmp_path / "probe9"
+    res = _run(["run-study", A, B, "--train", train, "--val", data["val"], "-o", out,
+                "--head", "probe", "--epochs", "3", "--bootstrap", "20", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    n9 = int((data["yv"] == 9).sum())
+    assert n9 > 0
+    for m in report["models"]:
+        assert m["correct"] <= m["n"] - n9  # no ankle boot can be right
+        assert m["correct"] / (m["n"] - n9) > 0.75

@@ -124,15 +124,22 @@ def prepare_models(
 
 
 def choose_classifiers(
-    prepared: list[PreparedModel], settings, cache: Path, say=None
+    prepared: list[PreparedModel], settings, cache: Path, say=None, n_classes: int | None = None
 ) -> list[Path]:
-    """Each model's C: its own head (``native``, label space checked) or a fitted probe."""
+    """Each model's C: its own head (``native``, label space checked) or a fitted probe.
+
+    ``n_classes`` (probe head) is the width of the label space; default the
+    largest train label + 1, which misses classes absent from the train slice.
+    """
     say = say or (lambda _m: None)
     if settings.head == "native":
         widths = [_classifier_width(p.split.classifier_path) for p in prepared]
         _check_label_space([p.path for p in prepared], [p.name for p in prepared], widths)
         return [Path(p.split.classifier_path) for p in prepared]
-    return [_probe_classifier(p.name, p.train_store, cache, settings, say) for p in prepared]
+    return [
+        _probe_classifier(p.name, p.train_store, cache, settings, say, n_classes)
+        for p in prepared
+    ]
 
 
 def valid_rows(stores) -> np.ndarray:
@@ -353,7 +360,13 @@ def run_study(
         else (train_ds.fingerprint() if train_ds is not None else None)
     )
     t0 = time.perf_counter()
-    classifiers = choose_classifiers(prepared, settings, cache, say)
+    n_classes = None
+    if settings.head == "probe":
+        # val labels speak the train set's class numbering; widths cover both sets
+        n_classes = len(train_ds.class_names or [])
+        if val_stores[0].labels is not None and len(val_stores[0].labels):
+            n_classes = max(n_classes, int(np.asarray(val_stores[0].labels).max()) + 1)
+    classifiers = choose_classifiers(prepared, settings, cache, say, n_classes or None)
     timings["classifiers"] = time.perf_counter() - t0
 
     rows = valid_rows(val_stores)
@@ -365,6 +378,10 @@ def run_study(
     if labels_v is not None and settings.head == "native":
         model_labels = next((lab for lab in map(_labels_meta, model_paths) if lab), None)
         aligned = align_labels(labels_v, val_ds, model_labels)
+        reindexed = aligned is not labels_v
+        labels_v = aligned
+    elif labels_v is not None and settings.head == "probe" and train_ds is not None:
+        aligned = align_labels(labels_v, val_ds, train_ds.class_names)
         reindexed = aligned is not labels_v
         labels_v = aligned
     val_feats = [st.take(rows) for st in val_stores]
@@ -440,7 +457,7 @@ def run_study(
             "fit": dict(settings.fit),
             "device_resolved": device,
             "val_unreadable_excluded": n_masked,
-            "val_labels_reindexed_to_model_classes": reindexed,
+            "val_labels_reindexed": reindexed,
         },
     )
     reports = write_reports(study, out_dir)
@@ -490,12 +507,14 @@ def _check_same_samples(stores, names, role: str) -> None:
             )
 
 
-def _probe_classifier(name, train_store, cache: Path, settings: StudySettings, say) -> Path:
+def _probe_classifier(
+    name, train_store, cache: Path, settings: StudySettings, say, n_classes: int | None = None
+) -> Path:
     """Fit (or reuse) a softmax probe on ``train_store`` and export it as an ONNX classifier."""
     from ..fsutil import atomic_write_bytes
     from .probe import SoftmaxProbe, export_probe_onnx
 
-    key = _key("probe/2", _store_identity(train_store), settings.seed)
+    key = _key("probe/2", _store_identity(train_store), settings.seed, n_classes)
     out = cache / "probes" / f"{key}.classifier.onnx"
     if out.exists():
         say(f"{name}: probe (cached)")
@@ -507,7 +526,7 @@ def _probe_classifier(name, train_store, cache: Path, settings: StudySettings, s
     rows = np.flatnonzero(~np.asarray(train_store.mask, bool))
     X = train_store.take(rows)
     y = np.asarray(labels)[rows]
-    n_classes = int(y.max()) + 1
+    n_classes = max(int(y.max()) + 1, n_classes or 0)
     probe = SoftmaxProbe(n_classes=n_classes).fit(X, y)
     tmp = out.with_suffix(".tmp.onnx")
     export_probe_onnx(probe, tmp, feature_dim=X.shape[1])
