@@ -211,3 +211,19 @@ def test_baseline_metric_missing_from_run_fails_drift(data, tmp_path):
     code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
                      "--baseline", base)
     assert code == 2 and "must be a number" in out
+
+
+def test_unwritable_output_is_one_line_exit_2(data, tmp_path):
+    # A user's bad output path is an input error, not an internal error with a traceback.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, out = _run("check", REF, REF, "--val", data["val"], "--cache", data["cache"], "-q",
+                     "--junit", blocker / "j.xml")
+    assert code == 2, out
+    assert "cannot write" in out and "j.xml" in out and "Traceback" not in out
+
+    from xnetmap.errors import InputError
+    from xnetmap.fsutil import atomic_write_bytes
+
+    with pytest.raises(InputError, match="choose another output path"):
+        atomic_write_bytes(blocker / "sub" / "m.npz", b"data")

@@ -44,13 +44,22 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
     Parameters
     ----------
     path : path
-        Final location; its folder is created if missing.
+        Final location; its folder is created if missing. A folder that cannot
+        be created or written raises :class:`xnetmap.errors.InputError`.
     mode : int, optional
         File permissions; default :func:`umask_mode`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        # a user's output path, not a bug: one line and exit 2, never a traceback
+        from .errors import InputError
+
+        raise InputError(
+            f"cannot write {path} ({err.strerror or err}); choose another output path"
+        ) from err
     try:
         os.fchmod(fd, umask_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
