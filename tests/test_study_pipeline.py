@@ -260,3 +260,18 @@ def test_probe_head_covers_classes_missing_from_train(data, tmp_path):
     for m in report["models"]:
         assert m["correct"] <= m["n"] - n9  # no ankle boot can be right
         assert m["correct"] / (m["n"] - n9) > 0.75
+
+
+@pytest.mark.parametrize("extra, message", [(["--names", "x,x"], "--names"),
+                                            (["--bootstrap", "0"], "--bootstrap")])
+def test_bad_settings_fail_before_any_work(data, tmp_path, extra, message):
+    out = tmp_path / "s"
+    res = _run(["run-study", A, B, "--train", data["train"], "--val", data["val"], "-o", out,
+                "-q", *extra])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not out.exists()  # refused up front, not after extracting and fitting
+
+
+def test_settings_table_lists_head_once(study):
+    md = (study["out"] / "report.md").read_text()
+    assert md.count("| head |") == 1

@@ -248,8 +248,10 @@ def build_blocks(study: Study) -> list:
     b.append(
         Table(
             ("Setting", "Value"),
-            tuple((str(k), _setting(v)) for k, v in sorted(study.settings.items()))
-            + (("head", study.head),),
+            tuple(
+                (str(k), _setting(v))
+                for k, v in sorted({"head": study.head, **study.settings}.items())
+            ),
             name="settings",
         )
     )

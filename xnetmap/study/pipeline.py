@@ -67,8 +67,8 @@ class StudySettings:
     def validate(self) -> None:
         if self.head not in HEADS:
             raise UsageError(f"--head {self.head!r} is not one of {', '.join(HEADS)}")
-        if self.n_boot < 0:
-            raise UsageError(f"bootstrap resamples must be >= 0, got {self.n_boot}")
+        if self.n_boot < 1:
+            raise UsageError(f"--bootstrap must be at least 1 resample, got {self.n_boot}")
 
 
 @dataclass
@@ -159,6 +159,10 @@ def _model_names(models: list[Path], names: list[str] | None) -> list[str]:
     if names:
         if len(names) != len(models):
             raise UsageError(f"--names gives {len(names)} names for {len(models)} models")
+        if len(set(names)) != len(names) or not all(names):
+            raise UsageError(
+                f"--names must give each model a different, non-empty name; got {names}"
+            )
         return list(names)
     stems = [p.name.removesuffix(".onnx") for p in models]
     if len(set(stems)) != len(stems):
