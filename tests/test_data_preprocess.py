@@ -127,6 +127,23 @@ def test_from_model_metadata_round_trip(tmp_path):
     assert over.channel_order == "RGB" and over.mean == spec.mean
 
 
+def test_from_model_refuses_a_spec_that_cannot_feed_the_model(tmp_path):
+    path = tmp_path / "m.onnx"
+    _model(["N", 1, 28, 28], {"xnetmap.preprocess": PRESETS["caffe"].to_json()}, path)
+    clash = r"m.onnx: .*\[3, 224, 224\].*'image' is \['N', 1, 28, 28\]"
+    with pytest.raises(UsageError, match=clash):
+        PreprocessSpec.from_model(path)
+    ok, _ = PreprocessSpec.from_model(path, overrides={"colour": "L", "size": (28, 28),
+                                                       "mean": (0.5,), "std": (0.5,)})
+    assert ok.colour == "L" and ok.size == (28, 28)
+    with pytest.raises(UsageError, match="NHWC samples"):
+        PreprocessSpec.from_model(_model(["N", 3, 8, 8]), overrides={"layout": "NHWC"},
+                                  name="m8")
+    _model(["N", 3, 8, 8], {"xnetmap.preprocess": "{"}, tmp_path / "g.onnx")
+    with pytest.raises(InputError, match=r"g.onnx: xnetmap.preprocess is not valid JSON"):
+        PreprocessSpec.from_model(tmp_path / "g.onnx")
+
+
 def test_from_model_infers_from_input_shape():
     spec, notes = PreprocessSpec.from_model(_model(["N", 1, 28, 28]))
     assert (spec.size, spec.layout, spec.colour, spec.resize) == ((28, 28), "NCHW", "L", None)

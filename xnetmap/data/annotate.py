@@ -90,7 +90,8 @@ def annotate_model(
             f"{model_path} keeps its weights in external data files; write the annotated copy "
             "into the same folder or use --in-place"
         )
-    spec, notes = PreprocessSpec.from_model(model, preset=preset, overrides=overrides)
+    spec, notes = PreprocessSpec.from_model(model, preset=preset, overrides=overrides,
+                                            name=str(model_path))
     names = None
     if labels is not None:
         names = list(labels) if isinstance(labels, list) else read_label_names(labels)

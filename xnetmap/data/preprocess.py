@@ -263,7 +263,8 @@ class PreprocessSpec:
 
     @classmethod
     def from_model(cls, model_or_path, preset: str | None = None,
-                   overrides: dict | None = None) -> tuple[PreprocessSpec, list[str]]:
+                   overrides: dict | None = None, *,
+                   name: str | None = None) -> tuple[PreprocessSpec, list[str]]:
         """The spec for a model: preset, else its metadata, else inferred; then overrides.
 
         Parameters
@@ -274,14 +275,26 @@ class PreprocessSpec:
             layout are adapted to a static model input shape that disagrees (noted).
         overrides : dict, optional
             Field -> value (e.g. from CLI flags), applied last.
+        name : str, optional
+            How errors name the model (default: the path given, else "the model").
 
         Returns
         -------
         spec : PreprocessSpec
         notes : list of str
             What was assumed or adapted, for the user to read.
+
+        Raises
+        ------
+        UsageError
+            Unknown preset, or a spec whose samples do not fit the model's static
+            input shape (channels, size, layout).
+        InputError
+            Unreadable ``xnetmap.preprocess`` metadata.
         """
         model = _as_model(model_or_path)
+        where = name or (str(model_or_path) if isinstance(model_or_path, (str, os.PathLike))
+                         else "the model")
         shape = _input_shape(model)
         notes: list[str] = []
         meta = {p.key: p.value for p in model.metadata_props}
@@ -290,12 +303,41 @@ class PreprocessSpec:
                 raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
             spec = _adapt_to_shape(PRESETS[preset], shape, notes, f"preset {preset}")
         elif PREPROCESS_KEY in meta:
-            spec = cls.from_json(meta[PREPROCESS_KEY])
+            try:
+                spec = cls.from_json(meta[PREPROCESS_KEY])
+            except InputError as err:  # name the model whose metadata is wrong
+                raise InputError(
+                    f"{where}: {err.message}; fix it with `xnetmap annotate`"
+                ) from None
         else:
             spec = _infer(shape, notes, (overrides or {}).get("size"))
         if overrides:
             spec = apply_overrides(spec, overrides)
+        _check_fits(spec, shape, _input_name(model), where)
         return spec, notes
+
+
+def _input_name(model) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    return next((i.name for i in model.graph.input if i.name not in inits), "?")
+
+
+def _check_fits(spec: PreprocessSpec, shape: list, name: str, where: str) -> None:
+    """Refuse a spec whose samples cannot feed the model's static input shape."""
+    if len(shape) != 4:
+        return
+    c = 1 if spec.colour == "L" else 3
+    H, W = spec.size
+    sample = (c, H, W) if spec.layout == "NCHW" else (H, W, c)
+    if all(d is None or d == s for d, s in zip(shape[1:], sample)):
+        return
+    shown = ["N" if d is None else d for d in shape]
+    raise UsageError(
+        f"{where}: the preprocessing makes {spec.layout} samples of shape {list(sample)} "
+        f"(colour {spec.colour}, size {H}x{W}) but the model input {name!r} is {shown}; "
+        "set --colour/--size/--layout (or a --preset) to match, or fix the model's metadata "
+        "with `xnetmap annotate`"
+    )
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
