@@ -449,6 +449,10 @@ def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
     if table_pair is not None and len(study.models) > 2:
         shown = _sub_study(study, table_pair)
     typer.echo(format_table1(shown))
+    if len(shown.models) == 2:
+        typer.echo("")
+        for pair in shown.pairs:
+            typer.echo(_pair_line(shown, pair))
     if len(study.models) > 2 and study.labelled:
         typer.echo("")
         typer.echo("Native top-1 (each model's own classifier): " + ", ".join(
@@ -462,6 +466,23 @@ def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
     out = outcome.reports.get("report.md")
     if out is not None:
         typer.echo(f"reports: {Path(out).parent}/report.md, report.html, report.json, results.csv")
+
+
+def _pair_line(study, pair) -> str:
+    codes = study.codes
+    parts = [f"{codes[pair.source]} → {codes[pair.target]}:"]
+    if pair.loss is not None:
+        ci = f" [95% CI {pair.loss_ci[0]:.1f}, {pair.loss_ci[1]:.1f}]" if pair.loss_ci else ""
+        parts.append(f"loss {pair.loss:.1f}{ci},")
+    if pair.agreement is not None:
+        parts.append(f"agreement {100 * pair.agreement:.1f}%,")
+    if pair.mcnemar_p is not None:
+        parts.append(f"McNemar p={pair.mcnemar_p:.2g},")
+    if pair.cka is not None:
+        parts.append(f"CKA {pair.cka:.3f},")
+    if pair.fit_cosine is not None:
+        parts.append(f"map held-out cosine {pair.fit_cosine:.3f}")
+    return " ".join(parts).rstrip(",")
 
 
 def _sub_study(study, names):
