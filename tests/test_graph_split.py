@@ -169,6 +169,14 @@ def test_uncreatable_output_folder_is_an_input_error(built, tmp_path):
         split_model(path, blocker / "sub", samples=2)
 
 
+def test_unwritable_part_is_an_input_error(built, tmp_path):
+    _, path = built["resnet_gemm"]
+    blocked = tmp_path / f"{path.name[:-5]}.features.onnx"
+    (blocked / "x").mkdir(parents=True)  # a folder where the part must go
+    with pytest.raises(InputError, match="cannot write the split parts"):
+        split_model(path, tmp_path, samples=2)
+
+
 def test_certificate_fails_on_a_tampered_classifier(built, tmp_path):
     fx, path = built["resnet_gemm"]
     result = split_model(path, tmp_path, samples=4)

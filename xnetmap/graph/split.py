@@ -332,8 +332,11 @@ def split_model(
         plan.rewrites,
     )
     f_path, c_path = out / f"{name}.features.onnx", out / f"{name}.classifier.onnx"
-    f_data = save_part(f_part, f_path, model_path)
-    c_data = save_part(c_part, c_path, model_path)
+    try:
+        f_data = save_part(f_part, f_path, model_path)
+        c_data = save_part(c_part, c_path, model_path)
+    except OSError as err:
+        raise _write_error(out, err) from None
     for part in (f_path, c_path):
         try:
             run_checker(part)
@@ -403,7 +406,10 @@ def split_model(
         "classifier_sha256": file_sha256(c_path),
         "certificate": certificate,
     }
-    atomic_write_bytes(json_path, (json.dumps(record, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(json_path, (json.dumps(record, indent=2) + "\n").encode())
+    except OSError as err:
+        raise _write_error(out, err) from None
     result = SplitResult(
         model_path=model_path,
         features_path=f_path,
@@ -426,6 +432,13 @@ def split_model(
             "that difference is expected"
         )
     return result
+
+
+def _write_error(out: Path, err: OSError) -> InputError:
+    return InputError(
+        f"cannot write the split parts into {out} ({err.strerror or err}); free space there "
+        "or choose another output folder (-o, or --split-dir for extract)"
+    )
 
 
 def _spatial_hint(model: onnx.ModelProto) -> tuple[int, int] | None:
