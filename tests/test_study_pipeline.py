@@ -275,3 +275,22 @@ def test_bad_settings_fail_before_any_work(data, tmp_path, extra, message):
 def test_settings_table_lists_head_once(study):
     md = (study["out"] / "report.md").read_text()
     assert md.count("| head |") == 1
+
+
+def test_stitched_norm_calibration_leaves_no_unused_initializer(study):
+    # onnxruntime warns on every load about an initializer no node reads (opset < 18 ReduceL2).
+    import onnx
+
+    from xnetmap.graph.stitch import stitch_graphs
+
+    splits = study["out"] / "cache" / "splits"
+    fa = onnx.load(str(next(splits.glob("resnet_v2-*/resnet_v2.features.onnx"))))
+    cb = onnx.load(str(next(splits.glob("inception-*/inception.classifier.onnx"))))
+    d_in = fa.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    d_out = cb.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    W = np.zeros((d_out, d_in), np.float32)
+    norm = {"norm_w": np.ones(d_in, np.float32), "norm_b": 0.0, "eps": 1e-12}
+    model = stitch_graphs(fa, W, np.zeros(d_out, np.float32), cb, norm=norm)
+    onnx.checker.check_model(model)
+    used = {x for node in model.graph.node for x in node.input}
+    assert [t.name for t in model.graph.initializer if t.name not in used] == []

@@ -115,8 +115,9 @@ def stitch_graphs(
             numpy_helper.from_array(
                 np.asarray([norm.get("eps", 1e-12)], np.float32), "xnetmap_norm_eps"
             ),
-            numpy_helper.from_array(np.asarray([1], np.int64), "xnetmap_axis1"),
         ]
+        if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18 on
+            extra_inits.append(numpy_helper.from_array(np.asarray([1], np.int64), "xnetmap_axis1"))
         nodes += [
             helper.make_node("MatMul", [src, "xnetmap_norm_w"], ["xnetmap_len_raw"]),
             helper.make_node("Add", ["xnetmap_len_raw", "xnetmap_norm_b"], ["xnetmap_len_aff"]),
