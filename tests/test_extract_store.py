@@ -113,6 +113,13 @@ def test_missing_or_tampered_ids_labels_mask_are_rebuilt(setup, tmp_path):
         FeatureStore.open(out)
 
 
+def test_unwritable_store_file_is_an_input_error(setup, tmp_path):
+    _, model, data = setup
+    (tmp_path / "s" / "shard-00001.npy" / "x").mkdir(parents=True)  # a folder in the way
+    with pytest.raises(InputError, match="cannot write the feature store .*re-run"):
+        extract_features(model, data, tmp_path / "s", batch_size=32, shard_rows=64)
+
+
 def test_fingerprint_refusal_and_overwrite(setup, tmp_path):
     tmp, model, data = setup
     extract_features(model, data, tmp_path / "s", batch_size=32)

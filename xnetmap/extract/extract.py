@@ -11,6 +11,7 @@ it), computes the missing ones, then writes the mask and ``"complete": true``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import re
 import time
@@ -154,6 +155,26 @@ def _store_lock(out: Path):
         yield
     finally:
         fh.close()  # releases the lock
+
+
+#: errno values that mean "this folder cannot take the store", not a bug.
+_ENV_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT,
+               errno.EISDIR, errno.ENOTDIR}
+
+
+@contextlib.contextmanager
+def _environment_errors(out: Path):
+    """Turn a full, read-only or blocked store folder into one clear error (exit 2)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _ENV_ERRNOS:
+            raise
+        raise InputError(
+            f"cannot write the feature store {out}: {err.strerror} ({err.filename or out}); "
+            "free space or fix permissions and re-run the same command to resume, or use "
+            "another -o"
+        ) from None
 
 
 def _clean_store_dir(out: Path) -> None:
@@ -309,7 +330,7 @@ def extract_features(
         raise InputError(
             f"cannot create store folder {out} ({err.strerror}); choose another -o"
         ) from None
-    with _store_lock(out):
+    with _environment_errors(out), _store_lock(out):
         old = st.read_manifest(out) if not overwrite else None
         if old is not None:
             diff = [k for k in IDENTITY if old.get(k) != identity[k]]
