@@ -227,3 +227,13 @@ def test_unwritable_output_is_one_line_exit_2(data, tmp_path):
 
     with pytest.raises(InputError, match="choose another output path"):
         atomic_write_bytes(blocker / "sub" / "m.npz", b"data")
+
+
+def test_check_fits_maps_like_run_study():
+    # `check --device cuda` used to fit its maps on the CPU while run-study fitted on the GPU.
+    from xnetmap.study.pipeline import StudySettings, map_fit_params
+
+    s = StudySettings(solver="lstsq", seed=3, fit={"epochs": 2})
+    assert map_fit_params(s, "cuda") == {"solver": "lstsq", "seed": 3, "epochs": 2,
+                                         "device": "cuda"}
+    assert "device" not in map_fit_params(s, "cpu")

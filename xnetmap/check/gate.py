@@ -203,6 +203,7 @@ def check_models(
         choose_classifiers,
         classifier_logits,
         fit_cached,
+        map_fit_params,
         prepare_models,
         valid_rows,
     )
@@ -271,7 +272,7 @@ def check_models(
             out.append(_gate("acc_drop", M.loss_points(ok_r, ok_c), policy, interval=ci))
     if train_ds is not None:
         modes.append("map")
-        fit_params = {"solver": settings.solver, "seed": settings.seed, **settings.fit}
+        fit_params = map_fit_params(settings, device)
         for (i, j), tag in (((0, 1), "ref_to_cand"), ((1, 0), "cand_to_ref")):
             say(f"fit map {tag.replace('_', ' ')}")
             amap, _ = fit_cached(

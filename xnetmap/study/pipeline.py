@@ -411,9 +411,7 @@ def run_study(
     t0 = time.perf_counter()
     pair_results = []
     cka_cache: dict[tuple[int, int], float] = {}
-    fit_params = {"solver": settings.solver, "seed": settings.seed, **settings.fit}
-    if device == "cuda":
-        fit_params.setdefault("device", "cuda")
+    fit_params = map_fit_params(settings, device)
     for i, j in pairs:
         say(f"{names[i]} → {names[j]}: fit map ({settings.solver})")
         amap, map_path = fit_cached(
@@ -549,6 +547,14 @@ def _store_identity(store) -> list:
         m.get("dataset_fingerprint"),
         m.get("preprocess_digest") or m.get("preprocess"),
     ]
+
+
+def map_fit_params(settings: StudySettings, device: str) -> dict:
+    """AffineMap parameters of a study's (or check's) maps; fits on the GPU when extraction does."""
+    params = {"solver": settings.solver, "seed": settings.seed, **settings.fit}
+    if device == "cuda":
+        params.setdefault("device", "cuda")
+    return params
 
 
 def map_cache_key(src_store, tgt_store, fit_params: dict) -> str:
