@@ -294,3 +294,9 @@ def test_stitched_norm_calibration_leaves_no_unused_initializer(study):
     onnx.checker.check_model(model)
     used = {x for node in model.graph.node for x in node.input}
     assert [t.name for t in model.graph.initializer if t.name not in used] == []
+
+
+def test_one_model_is_a_usage_error(data, tmp_path):
+    res = _run(["run-study", A, "--train", data["train"], "--val", data["val"], "-o", tmp_path])
+    assert res.exit_code == 2
+    assert "at least two" in res.output

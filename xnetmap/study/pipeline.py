@@ -325,8 +325,11 @@ def run_study(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_paths = [Path(m) for m in models]
-    if len(model_paths) < 1:
-        raise UsageError("run-study needs at least one model (two to compare)")
+    if len(model_paths) < 2:
+        raise UsageError(
+            "run-study compares models: give at least two ONNX classifiers "
+            f"(got {len(model_paths)})"
+        )
     for m in model_paths:
         if not m.exists():
             raise InputError(f"model {m} does not exist")
