@@ -198,6 +198,28 @@ def test_full_classifier_split_on_the_fly(setup, tmp_path):
     assert again.run["reused"] is True
 
 
+def test_new_external_weights_are_a_new_store_identity(setup, tmp_path):
+    import onnx
+    from extract_fixtures import conv_classifier_model
+
+    _, _, data = setup
+    tmp = conv_classifier_model(tmp_path / "tmp.onnx")
+    model = onnx.load(str(tmp))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(model, str(folder / "clf.onnx"), save_as_external_data=True, location="w.bin",
+              size_threshold=0)
+    first = extract_features(folder / "clf.onnx", data, tmp_path / "s", split_dir=tmp_path / "p")
+    weights = bytearray((folder / "w.bin").read_bytes())
+    W = np.frombuffer(bytes(weights[:288]), dtype=np.float32) * -1.0  # conv weight (8,1,3,3)
+    weights[:288] = W.tobytes()
+    (folder / "w.bin").write_bytes(bytes(weights))  # same size, same .onnx file
+    with pytest.raises(UsageError, match="features_sha256"):
+        extract_features(folder / "clf.onnx", data, tmp_path / "s", split_dir=tmp_path / "p")
+    again = extract_features(folder / "clf.onnx", data, tmp_path / "s2", split_dir=tmp_path / "p")
+    assert not np.array_equal(again.features(), first.features())
+
+
 def test_concurrent_writer_refused(setup, tmp_path):
     fcntl = pytest.importorskip("fcntl")
     _, model, data = setup

@@ -55,6 +55,29 @@ def _file_sha256(path) -> str:
     return file_sha256(path)
 
 
+def _with_external_data(path: Path, digest: str) -> str:
+    """``digest`` (of the ``.onnx`` bytes) extended with the content of the external data
+    files the model references, so that new weights under the same ``.onnx`` file give a
+    new store identity. Unchanged for a model without external data."""
+    import hashlib
+
+    import onnx
+
+    from ..graph.external_data import validate_external_data
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - make_session reports an unreadable model plainly
+        return digest
+    files = sorted({ref.path for ref in validate_external_data(proto, path)})
+    if not files:
+        return digest
+    h = hashlib.sha256(f"xnetmap-model+data-v1\0{digest}\n".encode())
+    for f in files:
+        h.update(f"{f.relative_to(path.parent)}\0{st.sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
 def _resolve_model(model, cut: str, split_dir) -> dict:
     """Features model path and digests for ``model`` (split on the fly unless already F)."""
     file_sha256 = _file_sha256
@@ -62,14 +85,15 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     if path.name.endswith(".features.onnx"):
-        features_sha = file_sha256(path)
+        plain_sha = file_sha256(path)
+        features_sha = _with_external_data(path, plain_sha)
         model_sha = features_sha
         source = path
         split_json = path.with_name(path.name[: -len(".features.onnx")] + ".split.json")
         if split_json.exists():
             try:
                 info = json.loads(split_json.read_text())
-                if info.get("features_sha256") in (None, features_sha):
+                if info.get("features_sha256") in (None, plain_sha):
                     model_sha = info.get("model_sha256", model_sha)
                 src = info.get("model_path")
                 if src and Path(src).exists():
@@ -85,6 +109,7 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
         features_sha = json.loads(Path(res.json_path).read_text())["features_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         features_sha = _file_sha256(res.features_path)
+    features_sha = _with_external_data(Path(res.features_path), features_sha)
     return {"features_path": Path(res.features_path), "source_path": path,
             "model_sha256": res.model_sha256, "features_sha256": features_sha,
             "feature_dim": res.feature_dim, "cut": res.cut}
