@@ -126,6 +126,17 @@ def test_flat_integer_labels_with_a_typo_are_refused(flat_folder, tmp_path):
     assert open_dataset(flat_folder, labels=tmp_path / "names.txt").labels.tolist() == [0, 1, 0]
 
 
+def test_undecodable_file_names_fingerprint_and_load(tmp_path):
+    root = tmp_path / "u"
+    _img(root / "a.png", 1)
+    raw = os.fsencode(root) + b"/b\xff.png"  # not UTF-8: Python keeps it as a surrogate
+    _img(root / "tmp.png", 2)
+    os.rename(root / "tmp.png", raw)
+    ds = open_dataset(f"unlabeled:{root}")
+    assert ds.ids == ["a.png", "b\udcff.png"]
+    assert len(ds.fingerprint()) == 64 and ds.load(1).getpixel((0, 0)) == (2, 2, 2)
+
+
 def test_flat_labels_file_inside_folder_detected(flat_folder):
     (flat_folder / "labels.csv").write_text("ILSVRC2012_val_00000002.JPEG,4\n")
     ds = open_dataset(flat_folder)

@@ -104,9 +104,14 @@ class _FileSource:
         for rel in self.relpaths:
             try:
                 st = os.stat(self.root / rel)
-                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(_fs_bytes(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n"))
             except OSError:
-                h.update(f"{rel}\0missing\n".encode())
+                h.update(_fs_bytes(f"{rel}\0missing\n"))
+
+
+def _fs_bytes(text: str) -> bytes:
+    """UTF-8 bytes of a file name, keeping undecodable bytes (Python's surrogate escapes)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 class _ArraySource:
@@ -128,7 +133,7 @@ class _ArraySource:
 
     def fingerprint(self, h) -> None:
         for f in self.files:
-            h.update(f.name.encode() + b"\0")
+            h.update(_fs_bytes(f.name) + b"\0")
             _sha256_file(f, h)
 
 
@@ -207,7 +212,7 @@ class Dataset:
             h.update(b"labels\0")
             if self.labels is not None:
                 h.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
-            h.update(("\n".join(self.class_names or []) + "\0").encode())
+            h.update(_fs_bytes("\n".join(self.class_names or []) + "\0"))
             if self._index is not None:
                 h.update(b"index\0" + np.ascontiguousarray(self._index, dtype="<i8").tobytes())
             self._fingerprint = h.hexdigest()
