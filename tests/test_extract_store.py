@@ -156,7 +156,8 @@ def test_refuses_foreign_directory_and_opens_only_complete(setup, tmp_path):
 
 def test_bad_arguments(setup, tmp_path):
     _, model, data = setup
-    for kwargs in ({"batch_size": 0}, {"dtype": "int8"}, {"max_bad": 1.5}, {"device": "tpu"}):
+    for kwargs in ({"batch_size": 0}, {"dtype": "int8"}, {"max_bad": 1.5}, {"device": "tpu"},
+                   {"threads": -2}):
         with pytest.raises(UsageError):
             extract_features(model, data, tmp_path / "s", **kwargs)
 

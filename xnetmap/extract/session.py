@@ -75,6 +75,8 @@ def make_session(model_path: str | os.PathLike, device: str = "cpu", *, threads:
     path = Path(model_path)
     if not path.is_file():
         raise InputError(f"model {path} does not exist; pass the path of an .onnx file")
+    if threads is not None and int(threads) < 0:
+        raise UsageError(f"--threads must be >= 0 (0 = all cores), got {threads}")
     dev = resolve_session_device(device)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
