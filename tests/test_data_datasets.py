@@ -207,6 +207,8 @@ def test_bad_specs_are_input_errors(tmp_path):
         open_dataset(tmp_path / "nothing")
     with pytest.raises(InputError, match="unknown dataset kind"):
         open_dataset("tarball:" + str(tmp_path))
+    with pytest.raises(InputError, match="names no path"):
+        open_dataset("folder:")  # not silently the current folder
     (tmp_path / "weird.bin").write_bytes(b"x")
     with pytest.raises(InputError, match="cannot tell"):
         open_dataset(tmp_path / "weird.bin")

@@ -500,6 +500,8 @@ def open_dataset(
     head, sep, rest = text.partition(":")
     if sep and head in KINDS:
         kind, text = head, rest
+        if not text:
+            raise InputError(f"dataset {spec!s} names no path; write {kind}:PATH")
     elif sep and len(head) > 1 and "/" not in head and not Path(text).exists():
         raise InputError(
             f"unknown dataset kind {head!r} in {text!r}; use one of {', '.join(KINDS)}"
