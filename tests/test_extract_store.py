@@ -221,6 +221,29 @@ def test_new_external_weights_are_a_new_store_identity(setup, tmp_path):
     assert not np.array_equal(again.features(), first.features())
 
 
+def test_features_file_with_unsafe_external_data_is_refused(setup, tmp_path):
+    import onnx
+
+    from xnetmap.errors import ModelRejected
+
+    _, model, data = setup
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(onnx.load(str(model)), str(folder / "x.features.onnx"),
+              save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "w.bin").write_bytes((folder / "w.bin").read_bytes())
+    (folder / "w.bin").unlink()
+    (folder / "w.bin").symlink_to(tmp_path / "w.bin")  # points outside the model folder
+    with pytest.raises(ModelRejected, match="symbolic link"):
+        extract_features(folder / "x.features.onnx", data, tmp_path / "s")
+    custom = onnx.load(str(model))  # checked like any model before onnxruntime opens it
+    custom.graph.node[0].domain = "com.evil"
+    custom.opset_import.add(domain="com.evil", version=1)
+    onnx.save(custom, str(tmp_path / "c.features.onnx"))
+    with pytest.raises(ModelRejected, match="custom-domain operators"):
+        extract_features(tmp_path / "c.features.onnx", data, tmp_path / "s")
+
+
 def test_concurrent_writer_refused(setup, tmp_path):
     fcntl = pytest.importorskip("fcntl")
     _, model, data = setup

@@ -85,6 +85,11 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     if path.name.endswith(".features.onnx"):
+        from ..graph import load_model
+
+        # a features file from anywhere: the same safety checks as any model (external
+        # data inside its folder, no symlinks, checker) before onnxruntime opens it
+        load_model(path, load_external_data=False)
         plain_sha = file_sha256(path)
         features_sha = _with_external_data(path, plain_sha)
         model_sha = features_sha
