@@ -329,6 +329,18 @@ def test_changed_external_weights_are_not_reused(tmp_path):
     assert record["external_data"][0]["mtime_ns"] == data.stat().st_mtime_ns
 
 
+def test_removed_part_weights_are_not_reused(tmp_path):
+    fx = fm.resnet_gemm()
+    fm.save(fx.model, tmp_path / "net.onnx", external=True)
+    first = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    record = json.loads(first.json_path.read_text())
+    assert set(record["data_files"]) == {"net.features.onnx.data", "net.classifier.onnx.data"}
+    (tmp_path / "out" / "net.features.onnx.data").unlink()
+    second = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    assert (tmp_path / "out" / "net.features.onnx.data").is_file()  # written again
+    assert second.certificate["passed"]
+
+
 def test_inspect_shows_preprocess_metadata(tmp_path):
     fx = fm.resnet_gemm()
     spec = {"version": 1, "size": [8, 8], "resize": None, "crop": "none"}

@@ -209,6 +209,9 @@ def _reusable(
             return None
         if file_sha256(c_path) != record["classifier_sha256"]:
             return None
+        data = [folder / name for name in record.get("data_files", {})]
+        if _part_data_stamps(data) != record.get("data_files", {}):
+            return None  # a part's weights file was removed or rewritten since
         return SplitResult(
             model_path=Path(record["model_path"]),
             features_path=f_path,
@@ -404,6 +407,7 @@ def split_model(
         "classifier_data_file": c_data.name if c_data else None,
         "features_sha256": file_sha256(f_path),
         "classifier_sha256": file_sha256(c_path),
+        "data_files": _part_data_stamps([f_data, c_data]),
         "certificate": certificate,
     }
     try:
@@ -432,6 +436,21 @@ def split_model(
             "that difference is expected"
         )
     return result
+
+
+def _part_data_stamps(paths: list) -> dict:
+    """Size and mtime of the parts' external data files (the part sha256 covers only
+    the ``.onnx``), keyed by file name; a missing file has no entry."""
+    stamps = {}
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        stamps[Path(path).name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return stamps
 
 
 def _write_error(out: Path, err: OSError) -> InputError:
