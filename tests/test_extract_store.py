@@ -289,3 +289,27 @@ def test_unlabeled_dataset_has_no_labels(tmp_path):
     st = extract_features(model, f"unlabeled:{tmp_path / 'u'}", tmp_path / "s")
     assert st.labels is None and st.n == 5 and not (tmp_path / "s" / "labels.npy").exists()
     assert FeatureStore.open(tmp_path / "s").labels is None
+
+
+def test_optimized_session_cache_gives_identical_outputs(tmp_path, monkeypatch):
+    """A session from the optimized-graph cache computes exactly what a fresh one does,
+    and a damaged cache entry is replaced, not trusted."""
+    from extract_fixtures import conv_features_model
+
+    from xnetmap.extract.session import make_session, optimized_cache_dir
+
+    monkeypatch.setenv("XNETMAP_CACHE", str(tmp_path / "cache"))
+    model = conv_features_model(tmp_path / "f.features.onnx")
+    x = np.random.default_rng(0).normal(size=(5, 1, 28, 28)).astype(np.float32)
+    plain = make_session(model, cache_optimized=False)
+    want = plain.run(None, {plain.get_inputs()[0].name: x})[0]
+    first = make_session(model)  # fills the cache
+    entries = list(optimized_cache_dir().glob("*.onnx"))
+    assert len(entries) == 1
+    second = make_session(model)  # loads the cached optimized graph
+    for sess in (first, second):
+        assert np.array_equal(sess.run(None, {sess.get_inputs()[0].name: x})[0], want)
+    entries[0].write_bytes(b"not an onnx model")
+    third = make_session(model)
+    assert np.array_equal(third.run(None, {third.get_inputs()[0].name: x})[0], want)
+    assert entries[0].read_bytes() != b"not an onnx model"

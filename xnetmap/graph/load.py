@@ -29,13 +29,28 @@ STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 MIN_OPSET = 7
 
 
+# (device, inode, size, mtime_ns, ctime_ns) -> digest: a file is hashed once per process
+# while it stays unchanged (a study hashes each model several times: split, extract, maps).
+_DIGESTS: dict[tuple, str] = {}
+
+
 def file_sha256(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, hex. Streams; never holds the file in memory."""
+    """SHA-256 of a file's bytes, hex. Streams; never holds the file in memory.
+
+    Remembered for the process while the file's inode, size, mtime and ctime stay
+    the same (any write changes the ctime).
+    """
+    st = os.stat(path)
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _DIGESTS.get(stamp)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk_size):
             digest.update(block)
-    return digest.hexdigest()
+    _DIGESTS[stamp] = digest.hexdigest()
+    return _DIGESTS[stamp]
 
 
 def _check_path(path: Path) -> None:
