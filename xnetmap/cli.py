@@ -28,6 +28,17 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _shown(path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    import os
+
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return os.fspath(p)
+
+
 # ---- section: graph (inspect, split, stitch) -------------------------------
 
 
@@ -97,8 +108,10 @@ def split_cmd(
     except VerificationFailed as err:
         _echo_err(f"xnetmap: certificate FAILED: {err.message}")
         raise typer.Exit(err.exit_code) from None
-    typer.echo(f"features   {result.features_path}  [N, {result.feature_dim}]")
-    typer.echo(f"classifier {result.classifier_path}  -> {', '.join(result.output_names)}")
+    typer.echo(f"features   {_shown(result.features_path)}  [N, {result.feature_dim}]")
+    typer.echo(
+        f"classifier {_shown(result.classifier_path)}  -> {', '.join(result.output_names)}"
+    )
     typer.echo(f"cut        {result.cut} = {result.cut_tensor}   D = {result.feature_dim}")
     cert = result.certificate
     if cert is None:
@@ -111,7 +124,7 @@ def split_cmd(
             f"{cert['max_rel_diff']:.3g}, top-1 agreement {top1} (atol {cert['atol']:g}, "
             f"rtol {cert['rtol']:g})"
         )
-    typer.echo(f"record     {result.json_path}")
+    typer.echo(f"record     {_shown(result.json_path)}")
 
 
 # ---- end section: graph -----------------------------------------------------
@@ -586,7 +599,7 @@ def stitch_cmd(
 
     path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut,
                          check_digests=not any_map)
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path}: F of {model_a.name} -> map {map_file.name} -> C of {model_b.name}")
 
 # ---- end section: study ----------------------------------------------------------
 
