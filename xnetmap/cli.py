@@ -28,6 +28,28 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+# Preprocessing flags shared by annotate and extract (xnetmap.preprocess fields).
+_PRE_OPTS = {
+    "preset": typer.Option(
+        None, "--preset", help="Preprocessing preset: imagenet, inception, caffe."
+    ),
+    "size": typer.Option(None, "--size", help="Input size: H or H,W."),
+    "resize": typer.Option(
+        None, "--resize", help="Shorter side before cropping, or 'none' (resize to size)."
+    ),
+    "crop": typer.Option(None, "--crop", help="center or none."),
+    "interpolation": typer.Option(None, "--interpolation", help="bilinear, bicubic or nearest."),
+    "colour": typer.Option(None, "--colour", "--color", help="L or RGB."),
+    "channel_order": typer.Option(None, "--channel-order", help="RGB or BGR."),
+    "layout": typer.Option(None, "--layout", help="NCHW or NHWC."),
+    "scale": typer.Option(
+        None, "--scale", help="Multiply 0..255 pixels by this first (e.g. 1/255)."
+    ),
+    "mean": typer.Option(None, "--mean", help="Per-channel mean, comma-separated."),
+    "std": typer.Option(None, "--std", help="Per-channel std, comma-separated."),
+}
+
+
 def _shown(path) -> str:
     """A path as the user would type it: relative to the current folder when inside it."""
     import os
@@ -139,25 +161,17 @@ def annotate_cmd(
         None, "-o", "--out", help="Write the annotated copy here."
     ),
     in_place: bool = typer.Option(False, "--in-place", help="Overwrite MODEL instead."),
-    preset: str | None = typer.Option(
-        None, "--preset", help="Preprocessing preset: imagenet, inception, caffe."
-    ),
-    size: str | None = typer.Option(None, "--size", help="Input size: H or H,W."),
-    resize: str | None = typer.Option(
-        None, "--resize", help="Shorter side before cropping, or 'none' (resize to size)."
-    ),
-    crop: str | None = typer.Option(None, "--crop", help="center or none."),
-    interpolation: str | None = typer.Option(
-        None, "--interpolation", help="bilinear, bicubic or nearest."
-    ),
-    colour: str | None = typer.Option(None, "--colour", "--color", help="L or RGB."),
-    channel_order: str | None = typer.Option(None, "--channel-order", help="RGB or BGR."),
-    layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC."),
-    scale: str | None = typer.Option(
-        None, "--scale", help="Multiply 0..255 pixels by this first (e.g. 1/255)."
-    ),
-    mean: str | None = typer.Option(None, "--mean", help="Per-channel mean, comma-separated."),
-    std: str | None = typer.Option(None, "--std", help="Per-channel std, comma-separated."),
+    preset: str | None = _PRE_OPTS["preset"],
+    size: str | None = _PRE_OPTS["size"],
+    resize: str | None = _PRE_OPTS["resize"],
+    crop: str | None = _PRE_OPTS["crop"],
+    interpolation: str | None = _PRE_OPTS["interpolation"],
+    colour: str | None = _PRE_OPTS["colour"],
+    channel_order: str | None = _PRE_OPTS["channel_order"],
+    layout: str | None = _PRE_OPTS["layout"],
+    scale: str | None = _PRE_OPTS["scale"],
+    mean: str | None = _PRE_OPTS["mean"],
+    std: str | None = _PRE_OPTS["std"],
     labels: Path | None = typer.Option(
         None, "--labels", help="Class names, one per line (sets xnetmap.labels)."
     ),
@@ -232,26 +246,17 @@ def extract_cmd(
         None, "--split-dir",
         help="Where the split F/C files go (default: beside MODEL).",
     ),
-    preset: str | None = typer.Option(
-        None, "--preset",
-        help="Preprocessing preset: imagenet, inception, caffe.",
-    ),
-    size: str | None = typer.Option(None, "--size", help="Input size: H or H,W."),
-    resize: str | None = typer.Option(
-        None, "--resize", help="Shorter side before cropping, or 'none' (resize to size)."
-    ),
-    crop: str | None = typer.Option(None, "--crop", help="center or none."),
-    interpolation: str | None = typer.Option(
-        None, "--interpolation", help="bilinear, bicubic or nearest."
-    ),
-    colour: str | None = typer.Option(None, "--colour", "--color", help="L or RGB."),
-    channel_order: str | None = typer.Option(None, "--channel-order", help="RGB or BGR."),
-    layout: str | None = typer.Option(None, "--layout", help="NCHW or NHWC."),
-    scale: str | None = typer.Option(
-        None, "--scale", help="Multiply 0..255 pixels by this first (e.g. 1/255)."
-    ),
-    mean: str | None = typer.Option(None, "--mean", help="Per-channel mean, comma-separated."),
-    std: str | None = typer.Option(None, "--std", help="Per-channel std, comma-separated."),
+    preset: str | None = _PRE_OPTS["preset"],
+    size: str | None = _PRE_OPTS["size"],
+    resize: str | None = _PRE_OPTS["resize"],
+    crop: str | None = _PRE_OPTS["crop"],
+    interpolation: str | None = _PRE_OPTS["interpolation"],
+    colour: str | None = _PRE_OPTS["colour"],
+    channel_order: str | None = _PRE_OPTS["channel_order"],
+    layout: str | None = _PRE_OPTS["layout"],
+    scale: str | None = _PRE_OPTS["scale"],
+    mean: str | None = _PRE_OPTS["mean"],
+    std: str | None = _PRE_OPTS["std"],
     shard_rows: int | None = typer.Option(
         None, "--shard-rows", hidden=True,
         help="Rows per shard of a new store.",
