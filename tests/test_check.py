@@ -237,3 +237,11 @@ def test_check_fits_maps_like_run_study():
     assert map_fit_params(s, "cuda") == {"solver": "lstsq", "seed": 3, "epochs": 2,
                                          "device": "cuda"}
     assert "device" not in map_fit_params(s, "cpu")
+
+
+def test_a_check_that_gated_nothing_does_not_pass():
+    from xnetmap.check import CheckResult, Metric, format_summary
+
+    result = CheckResult("ref.onnx", "cand.onnx", [Metric("cka", 0.99)], ["map"], 10, False)
+    assert result.passed is False
+    assert format_summary(result).splitlines()[-1].startswith("FAIL: no gate was measured")

@@ -88,7 +88,9 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return all(m.passed is not False for m in self.metrics)
+        """True when at least one gate was measured and none failed (a gate that
+        measured nothing is no evidence of equivalence)."""
+        return bool(self.gated) and all(m.passed is not False for m in self.metrics)
 
     @property
     def gated(self) -> list[Metric]:

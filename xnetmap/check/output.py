@@ -43,6 +43,11 @@ def format_summary(result: CheckResult) -> str:
         lines.append(f"FAIL: {len(failed)} of {n_gates} gates failed ({', '.join(failed)})")
     else:
         lines.append(f"PASS: all {n_gates} gates passed")
+    if n_gates == 0:
+        lines[-1] = (
+            "FAIL: no gate was measured; give thresholds for the metrics listed above "
+            "(flags or --policy)"
+        )
     return "\n".join(lines)
 
 
