@@ -368,3 +368,19 @@ def test_many_samples_run_in_chunks(built, tmp_path):
     _, path = built["vit_token_gather"]
     cert = split_model(path, tmp_path, samples=19).certificate
     assert cert["passed"] and cert["samples"] == 19 and cert["feature_shape"] == [19, 16]
+
+
+def test_unchanged_model_is_reused_without_parsing_it_again(tmp_path, monkeypatch):
+    import xnetmap.graph.split as split_mod
+
+    path = tmp_path / "m.onnx"
+    fm.save(fm.resnet_gemm().model, path)
+    first = split_model(path, tmp_path / "out")
+    calls = []
+    real = split_mod.load_model
+    monkeypatch.setattr(split_mod, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = split_model(path, tmp_path / "out")
+    assert calls == [] and again.features_path == first.features_path
+    fm.save(fm.vgg_two_layer().model, path)  # same file name, another model
+    other = split_model(path, tmp_path / "out")
+    assert len(calls) == 1 and other.feature_dim != first.feature_dim

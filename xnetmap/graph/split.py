@@ -230,6 +230,35 @@ def _reusable(
         return None
 
 
+def _reusable_unchanged(
+    json_path: Path, model_path: Path, cut: str, verify: bool, asked: dict, images
+) -> SplitResult | None:
+    """Reuse a split without parsing the model again when nothing changed.
+
+    The recorded split was made from a model that passed :func:`load_model`; when
+    the file's sha256 and the size/mtime of every external data file it referenced
+    are as recorded, it is the same model, and re-parsing and re-checking it (a
+    large share of a short run's start-up) can be skipped. Anything else: None,
+    and the caller takes the full path (load, check, compare).
+    """
+    if images is not None or not json_path.is_file() or not model_path.is_file():
+        return None
+    try:
+        record = json.loads(json_path.read_text())
+        if record.get("model_sha256") != file_sha256(model_path):
+            return None
+        stamp = []
+        for entry in record.get("external_data", []):
+            path = model_path.parent / entry["file"]
+            if path.is_symlink():
+                return None
+            st = path.stat()
+            stamp.append({"file": entry["file"], "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _reusable(json_path, record["model_sha256"], cut, verify, stamp, asked)
+
+
 def _precision(model: onnx.ModelProto, types: dict[str, int], input_name: str) -> str:
     half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
     if types.get(input_name) in half or any(types.get(o.name) in half for o in model.graph.output):
@@ -290,10 +319,14 @@ def split_model(
     for flag, value in (("--atol", atol), ("--rtol", rtol)):
         if value is not None and not value >= 0:  # also refuses NaN
             raise UsageError(f"{flag} must be a number >= 0, got {value}")
-    model = load_model(model_path, load_external_data=False)
-    sha = file_sha256(model_path)
     name = model_stem(model_path)
     out = Path(out_dir).absolute() if out_dir is not None else model_path.parent
+    asked = {"samples": samples, "atol": atol, "rtol": rtol}
+    fast = _reusable_unchanged(out / f"{name}.split.json", model_path, cut, verify, asked, images)
+    if fast is not None:
+        return fast
+    model = load_model(model_path, load_external_data=False)
+    sha = file_sha256(model_path)
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out} is a file")
     try:
@@ -305,7 +338,6 @@ def split_model(
     json_path = out / f"{name}.split.json"
     stamp = data_stamp(model, model_path)
     if images is None and json_path.exists():
-        asked = {"samples": samples, "atol": atol, "rtol": rtol}
         reused = _reusable(json_path, sha, cut, verify, stamp, asked)
         if reused is not None:
             return reused
