@@ -8,6 +8,7 @@ the 0600 of a temp file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -88,3 +89,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Pretty JSON (sorted keys, trailing newline), written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# (device, inode, size, mtime_ns, ctime_ns) -> digest: a file is hashed once per process
+# while it stays unchanged (a study hashes each model several times: split, extract, maps).
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, hex. Streams; never holds the file in memory.
+
+    Remembered for the process while the file's inode, size, mtime and ctime stay
+    the same (any write changes the ctime).
+    """
+    st = os.stat(path)
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _DIGESTS.get(stamp)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_size):
+            digest.update(block)
+    _DIGESTS[stamp] = digest.hexdigest()
+    return _DIGESTS[stamp]

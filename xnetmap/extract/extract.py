@@ -28,7 +28,7 @@ except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
     fcntl = None
 
 from ..errors import InputError, InternalError, TooManyBadImages, UsageError
-from ..fsutil import atomic_write_json
+from ..fsutil import atomic_write_json, file_sha256
 from . import store as st
 from .fastpath import array_batch_preparer
 from .pipeline import prepared_batches
@@ -45,14 +45,6 @@ _STORE_FILE = re.compile(
 #: Fields that must match between a store on disk and a new request.
 IDENTITY = ("model_sha256", "features_sha256", "dataset_fingerprint", "preprocess_digest",
             "dtype", "n")
-
-
-def _file_sha256(path) -> str:
-    try:
-        from ..graph import file_sha256
-    except ImportError:  # graph module without it: the same digest (sha256 of the bytes)
-        return st.sha256_file(path)
-    return file_sha256(path)
 
 
 def _with_external_data(path: Path, digest: str) -> str:
@@ -74,13 +66,12 @@ def _with_external_data(path: Path, digest: str) -> str:
         return digest
     h = hashlib.sha256(f"xnetmap-model+data-v1\0{digest}\n".encode())
     for f in files:
-        h.update(f"{f.relative_to(path.parent)}\0{st.sha256_file(f)}\n".encode())
+        h.update(f"{f.relative_to(path.parent)}\0{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
 def _resolve_model(model, cut: str, split_dir) -> dict:
     """Features model path and digests for ``model`` (split on the fly unless already F)."""
-    file_sha256 = _file_sha256
     path = Path(model)
     if not path.exists():
         raise InputError(f"model {path} does not exist")
@@ -113,7 +104,7 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
         features_sha = json.loads(Path(res.json_path).read_text())["features_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        features_sha = _file_sha256(res.features_path)
+        features_sha = file_sha256(res.features_path)
     features_sha = _with_external_data(Path(res.features_path), features_sha)
     return {"features_path": Path(res.features_path), "source_path": path,
             "model_sha256": res.model_sha256, "features_sha256": features_sha,
@@ -385,7 +376,7 @@ def extract_features(
             done = {int(s["index"]): s for s in old["shards"]}
             bad_shards = [k for k, s in done.items()
                           if not (out / s["file"]).exists()
-                          or st.sha256_file(out / s["file"]) != s["sha256"]]
+                          or file_sha256(out / s["file"]) != s["sha256"]]
             for k in bad_shards:
                 del done[k]
             run["recomputed_shards"] = sorted(bad_shards)

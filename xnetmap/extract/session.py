@@ -93,7 +93,7 @@ def _optimized_key(path: Path, model_sha256: str | None) -> str | None:
         # without changing the key, so such models are never cached.
         return None
     if model_sha256 is None:
-        from ..graph import file_sha256
+        from ..fsutil import file_sha256
 
         model_sha256 = file_sha256(path)
     blob = "|".join([model_sha256, ort.__version__, "ORT_ENABLE_ALL", _cpu_signature()])

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, file_sha256
 
 FORMAT = "xnetmap-feature-store"
 FORMAT_VERSION = 1
@@ -57,18 +57,6 @@ def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> str:
     data = npy_bytes(arr)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(path: str | os.PathLike) -> dict | None:
@@ -273,7 +261,7 @@ class FeatureStore:
         bad = []
         for k, s in enumerate(self._shards):
             p = self.path / s["file"]
-            if not p.exists() or sha256_file(p) != s["sha256"]:
+            if not p.exists() or file_sha256(p) != s["sha256"]:
                 bad.append(k)
         return bad
 

@@ -6,8 +6,9 @@ Public API: :func:`load_model`, :func:`file_sha256`, :func:`split_model`,
 
 from __future__ import annotations
 
+from ..fsutil import file_sha256
 from .inspect import inspect_model
-from .load import file_sha256, load_model
+from .load import load_model
 from .split import SplitResult, split_model
 
 __all__ = ["SplitResult", "file_sha256", "inspect_model", "load_model", "split_model"]

@@ -8,9 +8,10 @@ from pathlib import Path
 import onnx
 
 from ..errors import ModelRejected
+from ..fsutil import file_sha256
 from .heads import cut_candidates, detect_head
 from .index import GraphIndex, feature_width
-from .load import file_sha256, load_model
+from .load import load_model
 
 
 def _value_info(vi: onnx.ValueInfoProto) -> dict:

@@ -13,7 +13,6 @@ Order of checks (each refuses before the next one reads more):
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -27,30 +26,6 @@ from .external_data import is_external, iter_model_tensors, validate_external_da
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 #: Oldest default-domain opset accepted (onnxruntime's floor).
 MIN_OPSET = 7
-
-
-# (device, inode, size, mtime_ns, ctime_ns) -> digest: a file is hashed once per process
-# while it stays unchanged (a study hashes each model several times: split, extract, maps).
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, hex. Streams; never holds the file in memory.
-
-    Remembered for the process while the file's inode, size, mtime and ctime stay
-    the same (any write changes the ctime).
-    """
-    st = os.stat(path)
-    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    known = _DIGESTS.get(stamp)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_size):
-            digest.update(block)
-    _DIGESTS[stamp] = digest.hexdigest()
-    return _DIGESTS[stamp]
 
 
 def _check_path(path: Path) -> None:

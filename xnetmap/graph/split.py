@@ -18,10 +18,11 @@ import onnx
 
 from .. import __version__
 from ..errors import InputError, InternalError, ModelRejected, UsageError, VerificationFailed
+from ..fsutil import file_sha256
 from .certificate import TOLERANCES, certify, image_inputs, input_spec, random_inputs
 from .heads import Head, cut_candidates, detect_head
 from .index import GraphIndex, feature_width
-from .load import file_sha256, load_model, run_checker
+from .load import load_model, run_checker
 from .save import atomic_write_bytes, save_part
 from .surgery import build_classifier_part, build_features_part, reachable_nodes
 

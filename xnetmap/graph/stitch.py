@@ -193,7 +193,8 @@ def stitch_models(
     import onnx
 
     from ..fit import AffineMap
-    from .load import file_sha256, load_model
+    from ..fsutil import file_sha256
+    from .load import load_model
     from .split import split_model
 
     out_path = Path(out_path)
@@ -258,7 +259,7 @@ def _digests(model) -> set[str]:
     The file itself, and for a split part (``NAME.features.onnx`` /
     ``NAME.classifier.onnx``) the digests recorded in ``NAME.split.json``.
     """
-    from .load import file_sha256
+    from ..fsutil import file_sha256
 
     path = Path(model)
     out = {file_sha256(path)}
