@@ -55,8 +55,10 @@ def _with_external_data(path: Path, digest: str) -> str:
 
     import onnx
 
-    from ..graph.external_data import validate_external_data
+    from ..graph.external_data import may_reference_external_data, validate_external_data
 
+    if not may_reference_external_data(path):
+        return digest  # a cheap byte scan instead of parsing the whole model again
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - make_session reports an unreadable model plainly

@@ -69,26 +69,15 @@ def _cpu_signature() -> str:
     return f"{platform.machine()}|{platform.processor()}|{flags.strip()}"
 
 
-def _may_have_external_data(path: Path) -> bool:
-    """Conservative: True when the file holds the protobuf entry ``key: "location"``,
-    which every tensor stored as external data carries (false positives only skip the cache).
-    """
-    import mmap
-
-    with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return False
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return mm.find(b"\x0a\x08location") >= 0
-
-
 def _optimized_key(path: Path, model_sha256: str | None) -> str | None:
     """Cache key of ``path``'s optimized CPU graph, or None when it must not be cached."""
     import hashlib
 
     import onnxruntime as ort
 
-    if path.stat().st_size > _OPT_CACHE_MAX_BYTES or _may_have_external_data(path):
+    from ..graph.external_data import may_reference_external_data
+
+    if path.stat().st_size > _OPT_CACHE_MAX_BYTES or may_reference_external_data(path):
         # The key hashes the .onnx file only: weights stored beside it could change
         # without changing the key, so such models are never cached.
         return None

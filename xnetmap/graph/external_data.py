@@ -9,6 +9,7 @@ target is never opened.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import stat
@@ -211,3 +212,16 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
             )
         refs.append(ExternalRef(name, location, current, offset, length))
     return refs
+
+
+def may_reference_external_data(path: Path) -> bool:
+    """Conservative, without parsing: True when the file holds the protobuf entry
+    ``key: "location"``, which every tensor stored as external data carries. False
+    means the model certainly has no external data; a false positive only costs the
+    caller its slow path.
+    """
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"\x0a\x08location") >= 0
