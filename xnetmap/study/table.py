@@ -29,8 +29,20 @@ from xnetmap.errors import InputError
 ARROW = "→"
 
 
+class _Percentages:
+    """``percent`` and ``top5_percent`` from the ``correct`` / ``top5_correct`` counts of ``n``."""
+
+    @property
+    def percent(self) -> float | None:
+        return _pct(self.correct, self.n)
+
+    @property
+    def top5_percent(self) -> float | None:
+        return _pct(self.top5_correct, self.n)
+
+
 @dataclass
-class ModelResult:
+class ModelResult(_Percentages):
     """One model's native result on val: its classifier on its own features.
 
     Attributes
@@ -60,17 +72,9 @@ class ModelResult:
     path: str = ""
     cut: str = ""
 
-    @property
-    def percent(self) -> float | None:
-        return _pct(self.correct, self.n)
-
-    @property
-    def top5_percent(self) -> float | None:
-        return _pct(self.top5_correct, self.n)
-
 
 @dataclass
-class PairResult:
+class PairResult(_Percentages):
     """Ordered pair (source A, target B): ``C_B(M_{A→B} F_A(val))``.
 
     Attributes
@@ -120,14 +124,6 @@ class PairResult:
     fit_r2: float | None = None
     cka: float | None = None
     map_path: str = ""
-
-    @property
-    def percent(self) -> float | None:
-        return _pct(self.correct, self.n)
-
-    @property
-    def top5_percent(self) -> float | None:
-        return _pct(self.top5_correct, self.n)
 
 
 @dataclass
