@@ -264,15 +264,6 @@ def _first_output(classifier_path: Path, out: dict) -> np.ndarray:
     return out[first].astype(np.float32, copy=False)
 
 
-class _Reporter:
-    def __init__(self, progress: Callable[[str], Any] | None):
-        self.progress = progress
-
-    def __call__(self, message: str) -> None:
-        if self.progress is not None:
-            self.progress(message)
-
-
 def run_study(
     models,
     *,
@@ -321,7 +312,7 @@ def run_study(
 
     settings = settings or StudySettings()
     settings.validate()
-    say = _Reporter(progress)
+    say = progress or (lambda _m: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_paths = [Path(m) for m in models]
@@ -382,13 +373,13 @@ def run_study(
     labels = val_stores[0].labels
     labels_v = None if labels is None else np.asarray(labels)[rows]
     reindexed = False
-    if labels_v is not None and settings.head == "native":
-        model_labels = next((lab for lab in map(_labels_meta, model_paths) if lab), None)
-        aligned = align_labels(labels_v, val_ds, model_labels)
-        reindexed = aligned is not labels_v
-        labels_v = aligned
-    elif labels_v is not None and settings.head == "probe" and train_ds is not None:
-        aligned = align_labels(labels_v, val_ds, train_ds.class_names)
+    if labels_v is not None:
+        # native: the models' class order; probe: the train set's class numbering
+        if settings.head == "native":
+            class_names = next((lab for lab in map(_labels_meta, model_paths) if lab), None)
+        else:
+            class_names = train_ds.class_names
+        aligned = align_labels(labels_v, val_ds, class_names)
         reindexed = aligned is not labels_v
         labels_v = aligned
     val_feats = [st.take(rows) for st in val_stores]
