@@ -74,6 +74,22 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
     fsync_dir(path.parent)
 
 
+def make_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and parents) or raise a one-line InputError (exit 2)."""
+    from .errors import InputError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{what} {out} exists and is not a folder; choose another -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create {what} {out} ({err.strerror}); choose another -o"
+        ) from None
+    return out
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically and durably; returns the path."""
     with atomic_writer(path, mode=mode) as fh:

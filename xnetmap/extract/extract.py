@@ -28,7 +28,7 @@ except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
     fcntl = None
 
 from ..errors import InputError, InternalError, TooManyBadImages, UsageError
-from ..fsutil import atomic_write_json, file_sha256
+from ..fsutil import atomic_write_json, file_sha256, make_output_dir
 from . import store as st
 from .fastpath import array_batch_preparer
 from .pipeline import prepared_batches
@@ -344,15 +344,7 @@ def extract_features(
         "dtype": dtype,
         "n": n,
     }
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(
-            f"cannot create store folder {out} ({err.strerror}); choose another -o"
-        ) from None
+    out = make_output_dir(out_dir, "store folder")
     with _environment_errors(out), _store_lock(out):
         old = st.read_manifest(out) if not overwrite else None
         if old is not None:

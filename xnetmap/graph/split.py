@@ -18,7 +18,7 @@ import onnx
 
 from .. import __version__
 from ..errors import InputError, InternalError, ModelRejected, UsageError, VerificationFailed
-from ..fsutil import file_sha256
+from ..fsutil import file_sha256, make_output_dir
 from .certificate import TOLERANCES, certify, image_inputs, input_spec, random_inputs
 from .heads import Head, cut_candidates, detect_head
 from .index import GraphIndex, feature_width
@@ -328,14 +328,7 @@ def split_model(
         return fast
     model = load_model(model_path, load_external_data=False)
     sha = file_sha256(model_path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output folder {out} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(
-            f"cannot create output folder {out} ({err.strerror}); choose another -o"
-        ) from None
+    make_output_dir(out)
     json_path = out / f"{name}.split.json"
     stamp = data_stamp(model, model_path)
     if images is None and json_path.exists():
