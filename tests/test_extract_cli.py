@@ -21,7 +21,8 @@ from extract_fixtures import (
 
 from xnetmap.cli import main
 from xnetmap.data import PreprocessSpec, open_dataset
-from xnetmap.extract import FeatureStore, run_model
+from xnetmap.extract import FeatureStore
+from xnetmap.runtime import run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,7 @@ def test_nonfinite_and_zero_norm_rows_counted(tmp_path, folder, capsys):
 
 
 def test_device_cuda_without_gpu_exit_2(tmp_path, folder, capsys):
-    from xnetmap.backend import has_ort_cuda
+    from xnetmap.runtime import has_ort_cuda
 
     if has_ort_cuda():
         pytest.skip("a CUDA GPU is present")

@@ -10,7 +10,8 @@ from extract_fixtures import conv_features_model, write_idx_dataset
 
 from xnetmap.data import PreprocessSpec, open_dataset
 from xnetmap.errors import DeviceUnavailable, InputError, UsageError
-from xnetmap.extract import FeatureStore, extract_features, make_session, run_model
+from xnetmap.extract import FeatureStore, extract_features
+from xnetmap.runtime import make_session, run_model
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_run_model_batches_match_one_call(setup):
 
 def test_cuda_that_is_not_obtained_is_an_error(setup):
     _, model, _ = setup
-    from xnetmap.backend import has_ort_cuda
+    from xnetmap.runtime import has_ort_cuda
 
     if has_ort_cuda():
         pytest.skip("a CUDA GPU is present")
@@ -257,7 +258,7 @@ def test_concurrent_writer_refused(setup, tmp_path):
 
 
 def test_io_binding_path_matches_plain_run(setup):
-    from xnetmap.extract.session import Runner
+    from xnetmap.runtime import Runner
 
     _, model, _ = setup
     sess = make_session(model)
@@ -296,7 +297,7 @@ def test_optimized_session_cache_gives_identical_outputs(tmp_path, monkeypatch):
     and a damaged cache entry is replaced, not trusted."""
     from extract_fixtures import conv_features_model
 
-    from xnetmap.extract.session import make_session, optimized_cache_dir
+    from xnetmap.runtime import make_session, optimized_cache_dir
 
     monkeypatch.setenv("XNETMAP_CACHE", str(tmp_path / "cache"))
     model = conv_features_model(tmp_path / "f.features.onnx")

@@ -171,7 +171,7 @@ def run_case(name, model, dataset_spec, work, *, batch_size, workers, threads, p
     from xnetmap.extract.extract import _bad_types, _loader, _resolve_preprocess
     from xnetmap.extract.fastpath import array_batch_preparer
     from xnetmap.extract.pipeline import prepared_batches
-    from xnetmap.extract.session import Runner
+    from xnetmap.runtime import Runner
 
     (work / "split").mkdir(parents=True, exist_ok=True)
     fmodel = _features_model(model, work)
@@ -258,7 +258,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="default: cores")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads, default: cores")
     args = p.parse_args()
-    from xnetmap.extract.session import cpu_count
+    from xnetmap.runtime import cpu_count
 
     workers = args.workers if args.workers is not None else cpu_count()
     ratios = {}

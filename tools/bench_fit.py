@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     if args.paper:
         args.n, args.d_in, args.d_out = 1_280_000, 1536, 2048
 
-    from xnetmap.backend import array_module, resolve_device
+    from xnetmap.backend import array_module
+    from xnetmap.runtime import resolve_device
     from xnetmap.fit import AffineMap
 
     device = resolve_device(args.device)

@@ -42,8 +42,9 @@ _EXPORTS = {
     # extract
     "extract_features": "xnetmap.extract",
     "FeatureStore": "xnetmap.extract",
-    "make_session": "xnetmap.extract",
-    "run_model": "xnetmap.extract",
+    "make_session": "xnetmap.runtime",
+    "run_model": "xnetmap.runtime",
+    "resolve_device": "xnetmap.runtime",
     # fit
     "AffineMap": "xnetmap.fit",
     "fit_map": "xnetmap.fit",

@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeviceUnavailable, UsageError
-
-DEVICES = ("cpu", "cuda", "auto")
+from .errors import DeviceUnavailable
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,40 +31,8 @@ def has_cupy_gpu() -> bool:
     return _cupy_or_none() is not None
 
 
-@functools.lru_cache(maxsize=1)
-def has_ort_cuda() -> bool:
-    """True when onnxruntime offers the CUDA execution provider."""
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-
-        return "CUDAExecutionProvider" in ort.get_available_providers() and has_cupy_gpu()
-    except Exception:
-        return False
-
-
-def resolve_device(device: str) -> str:
-    """Map ``cpu``/``cuda``/``auto`` to ``cpu`` or ``cuda``.
-
-    ``cuda`` that cannot get a GPU raises :class:`DeviceUnavailable` (exit 2):
-    never a silent CPU run. ``auto`` picks CUDA when both onnxruntime and CuPy see a GPU.
-    """
-    if device not in DEVICES:
-        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    gpu = has_cupy_gpu() and has_ort_cuda()
-    if device == "auto":
-        return "cuda" if gpu else "cpu"
-    if not has_cupy_gpu():
-        raise DeviceUnavailable(
-            "--device cuda: CuPy cannot see a CUDA GPU here; install the 'cuda' extra "
-            "(pip install 'xnetmap[cuda]') on a machine with a GPU, or use --device cpu"
-        )
-    return "cuda"
-
-
 def array_module(device: str) -> Any:
-    """numpy for ``cpu``, cupy for ``cuda`` (after :func:`resolve_device`)."""
+    """numpy for ``cpu``, cupy for ``cuda`` (after :func:`xnetmap.runtime.resolve_device`)."""
     if device == "cuda":
         cp = _cupy_or_none()
         if cp is None:

@@ -129,3 +129,18 @@ def file_sha256(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
             digest.update(block)
     _DIGESTS[stamp] = digest.hexdigest()
     return _DIGESTS[stamp]
+
+
+def may_reference_external_data(path: str | os.PathLike) -> bool:
+    """Conservative, without parsing an ONNX file: True when it holds the protobuf entry
+    ``key: "location"``, which every tensor stored as external data carries. False
+    means the model certainly has no external data; a false positive only costs the
+    caller its slow path.
+    """
+    import mmap
+
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return mm.find(b"\x0a\x08location") >= 0

@@ -194,7 +194,7 @@ def check_models(
     -------
     CheckResult
     """
-    from ..backend import resolve_device
+    from ..runtime import resolve_device
     from ..data import open_dataset
     from ..study import metrics as M
     from ..study.cka import linear_cka

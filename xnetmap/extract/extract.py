@@ -32,7 +32,7 @@ from ..fsutil import atomic_write_json, file_sha256, make_output_dir
 from . import store as st
 from .fastpath import array_batch_preparer
 from .pipeline import prepared_batches
-from .session import Runner, cpu_count, make_session
+from ..runtime import Runner, cpu_count, make_session
 
 DTYPES = ("float32", "float16")
 #: Target bytes of one shard (features only); rows are a multiple of the batch size.

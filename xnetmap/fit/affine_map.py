@@ -362,7 +362,8 @@ class AffineMap:
             extra["solve_seconds"] = time.perf_counter() - t0
             return W, b, [], extra
 
-        from ..backend import array_module, resolve_device  # noqa: PLC0415
+        from ..backend import array_module  # noqa: PLC0415
+        from ..runtime import resolve_device  # noqa: PLC0415
         from .gd import GDConfig, fit_gd  # noqa: PLC0415
 
         device = resolve_device(self.device)

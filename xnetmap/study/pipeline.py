@@ -244,7 +244,7 @@ def align_labels(labels: np.ndarray, ds, model_labels: list[str] | None) -> np.n
 
 def classifier_logits(classifier_path: Path, X: np.ndarray, device: str) -> np.ndarray:
     """Logits of classifier C on features ``X`` (n, D)."""
-    from ..extract import run_model
+    from ..runtime import run_model
 
     out = run_model(classifier_path, X, batch_size=4096, device=device)
     return _first_output(classifier_path, out)
@@ -304,7 +304,7 @@ def run_study(
     -------
     StudyOutcome
     """
-    from ..backend import resolve_device
+    from ..runtime import resolve_device
     from ..data import open_dataset
     from ..report import write_reports
     from ..study.evaluate import native_result, pair_result
