@@ -109,8 +109,8 @@ def main(argv=None) -> int:
         args.n, args.d_in, args.d_out = 1_280_000, 1536, 2048
 
     from xnetmap.backend import array_module
-    from xnetmap.runtime import resolve_device
     from xnetmap.fit import AffineMap
+    from xnetmap.runtime import resolve_device
 
     device = resolve_device(args.device)
     xp = array_module(device)

@@ -194,8 +194,8 @@ def check_models(
     -------
     CheckResult
     """
-    from ..runtime import resolve_device
     from ..data import open_dataset
+    from ..runtime import resolve_device
     from ..study import metrics as M
     from ..study.cka import linear_cka
     from ..study.pipeline import (

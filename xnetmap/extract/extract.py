@@ -29,10 +29,10 @@ except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
 
 from ..errors import InputError, InternalError, TooManyBadImages, UsageError
 from ..fsutil import atomic_write_json, file_sha256, make_output_dir
+from ..runtime import Runner, cpu_count, make_session
 from . import store as st
 from .fastpath import array_batch_preparer
 from .pipeline import prepared_batches
-from ..runtime import Runner, cpu_count, make_session
 
 DTYPES = ("float32", "float16")
 #: Target bytes of one shard (features only); rows are a multiple of the batch size.

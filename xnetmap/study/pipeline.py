@@ -304,9 +304,9 @@ def run_study(
     -------
     StudyOutcome
     """
-    from ..runtime import resolve_device
     from ..data import open_dataset
     from ..report import write_reports
+    from ..runtime import resolve_device
     from ..study.evaluate import native_result, pair_result
     from ..study.table import DatasetInfo, Study
 
