@@ -10,8 +10,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from xnetmap.cli import main
-from xnetmap.data import PRESETS, PreprocessSpec, annotate_model
+from xnetmap.data import PRESETS, PreprocessSpec
 from xnetmap.errors import UsageError
+from xnetmap.graph import annotate_model, model_preprocess
 
 
 def _classifier(path, shape=("N", 3, 224, 224), classes=4, meta=None):
@@ -57,7 +58,7 @@ def test_annotate_preset_and_labels_round_trip(tmp_path, capsys):
     assert meta["author"] == "me"
     assert json.loads(meta["xnetmap.labels"]) == ["ant", "bee", "cat", "dog"]
     assert PreprocessSpec.from_json(meta["xnetmap.preprocess"]) == PRESETS["imagenet"]
-    spec, notes = PreprocessSpec.from_model(tmp_path / "a.onnx")
+    spec, notes = model_preprocess(tmp_path / "a.onnx")
     assert spec == PRESETS["imagenet"] and notes == []
     assert "xnetmap.preprocess" not in _meta(src)  # the source is untouched
     # The graph itself is unchanged.

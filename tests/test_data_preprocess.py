@@ -10,6 +10,7 @@ from PIL import Image
 
 from xnetmap.data import PRESETS, PreprocessSpec, open_dataset, preprocess_sample
 from xnetmap.errors import InputError, UsageError
+from xnetmap.graph import model_preprocess
 
 
 def _model(shape, meta=None, path=None):
@@ -121,9 +122,9 @@ def test_json_round_trip_and_digest():
 def test_from_model_metadata_round_trip(tmp_path):
     spec = PRESETS["caffe"]
     _model(["N", 3, 224, 224], {"xnetmap.preprocess": spec.to_json()}, tmp_path / "m.onnx")
-    got, notes = PreprocessSpec.from_model(tmp_path / "m.onnx")
+    got, notes = model_preprocess(tmp_path / "m.onnx")
     assert got == spec and notes == []
-    over, _ = PreprocessSpec.from_model(tmp_path / "m.onnx", overrides={"channel_order": "RGB"})
+    over, _ = model_preprocess(tmp_path / "m.onnx", overrides={"channel_order": "RGB"})
     assert over.channel_order == "RGB" and over.mean == spec.mean
 
 
@@ -132,8 +133,8 @@ def test_from_model_refuses_a_spec_that_cannot_feed_the_model(tmp_path):
     _model(["N", 1, 28, 28], {"xnetmap.preprocess": PRESETS["caffe"].to_json()}, path)
     clash = r"m.onnx: .*\[3, 224, 224\].*'image' is \['N', 1, 28, 28\]"
     with pytest.raises(UsageError, match=clash):
-        PreprocessSpec.from_model(path)
-    ok, _ = PreprocessSpec.from_model(path, overrides={"colour": "L", "size": (28, 28),
+        model_preprocess(path)
+    ok, _ = model_preprocess(path, overrides={"colour": "L", "size": (28, 28),
                                                        "mean": (0.5,), "std": (0.5,)})
     assert ok.colour == "L" and ok.size == (28, 28)
     with pytest.raises(UsageError, match="NHWC samples"):
@@ -141,7 +142,7 @@ def test_from_model_refuses_a_spec_that_cannot_feed_the_model(tmp_path):
                                   name="m8")
     _model(["N", 3, 8, 8], {"xnetmap.preprocess": "{"}, tmp_path / "g.onnx")
     with pytest.raises(InputError, match=r"g.onnx: xnetmap.preprocess is not valid JSON"):
-        PreprocessSpec.from_model(tmp_path / "g.onnx")
+        model_preprocess(tmp_path / "g.onnx")
 
 
 def test_from_model_infers_from_input_shape():

@@ -20,8 +20,9 @@ from extract_fixtures import (
 )
 
 from xnetmap.cli import main
-from xnetmap.data import PreprocessSpec, open_dataset
+from xnetmap.data import open_dataset
 from xnetmap.extract import FeatureStore
+from xnetmap.graph import model_preprocess
 from xnetmap.runtime import run_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_bad_images_masked_at_right_indices(tmp_path, folder, capsys):
     assert all(b["reason"] for b in st.manifest["bad"])
     # good rows are the features of their own image (never a neighbour substituted)
     ds = open_dataset(f"folder:{folder}")
-    spec, _ = PreprocessSpec.from_model(model)
+    spec, _ = model_preprocess(model)
     good = np.nonzero(~st.mask)[0]
     X = np.stack([spec.apply(ds.load(int(i))) for i in good])
     np.testing.assert_allclose(F[good], run_model(model, X)["features"], rtol=1e-5, atol=1e-6)

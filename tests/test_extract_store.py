@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from extract_fixtures import conv_features_model, write_idx_dataset
 
-from xnetmap.data import PreprocessSpec, open_dataset
+from xnetmap.data import open_dataset
 from xnetmap.errors import DeviceUnavailable, InputError, UsageError
 from xnetmap.extract import FeatureStore, extract_features
+from xnetmap.graph import model_preprocess
 from xnetmap.runtime import make_session, run_model
 
 
@@ -25,7 +26,7 @@ def setup(tmp_path_factory):
 def _expected(model, spec_str):
     """Features computed the plain way: preprocess every image, one onnxruntime call."""
     ds = open_dataset(spec_str)
-    spec, _ = PreprocessSpec.from_model(model)
+    spec, _ = model_preprocess(model)
     X = np.stack([spec.apply(ds.load(i)) for i in range(len(ds))])
     return run_model(model, X, batch_size=len(X))["features"], ds
 

@@ -45,12 +45,13 @@ def card(key: str) -> dict:
 @pytest.fixture(scope="module")
 def test_slice():
     """(X (2000, 1, 28, 28) float32 via xnetmap.data, labels (2000,), model path used)."""
-    from xnetmap.data import PreprocessSpec, open_dataset, preprocess_sample
+    from xnetmap.data import open_dataset, preprocess_sample
+    from xnetmap.graph import model_preprocess
 
     ds = open_dataset(DATA / "t10k-images-idx3-ubyte.gz").subset(range(SLICE))
     specs = {}
     for key in ZOO:
-        spec, notes = PreprocessSpec.from_model(MODELS / f"{key}.onnx")
+        spec, notes = model_preprocess(MODELS / f"{key}.onnx")
         assert notes == [], f"{key}: metadata incomplete, xnetmap assumed {notes}"
         specs[key] = spec
     # All five share one preprocessing, so the slice is decoded once.

@@ -38,7 +38,7 @@ _EXPORTS = {
     "PreprocessSpec": "xnetmap.data",
     "PRESETS": "xnetmap.data",
     "UnreadableImage": "xnetmap.data",
-    "annotate_model": "xnetmap.data",
+    "annotate_model": "xnetmap.graph",
     # extract
     "extract_features": "xnetmap.extract",
     "FeatureStore": "xnetmap.extract",

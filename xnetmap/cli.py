@@ -177,8 +177,8 @@ def annotate_cmd(
     ),
 ) -> None:
     """Write preprocessing (xnetmap.preprocess) and class names into MODEL's metadata."""
-    from .data.annotate import annotate_model
     from .data.preprocess import overrides_from_strings
+    from .graph import annotate_model
 
     overrides = overrides_from_strings(
         size=size, resize=resize, crop=crop, interpolation=interpolation, colour=colour,

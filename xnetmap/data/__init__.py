@@ -6,12 +6,10 @@
   (see :mod:`xnetmap.data.decode`).
 - :class:`PreprocessSpec`, :data:`PRESETS`, :func:`preprocess_sample`: the
   ``xnetmap.preprocess`` metadata and how it turns an image into a tensor.
-- :func:`annotate_model`: write that metadata into a model.
 """
 
 from __future__ import annotations
 
-from .annotate import annotate_model
 from .datasets import KINDS, Dataset, open_dataset
 from .decode import MAX_PIXELS, UnreadableImage, decode_image
 from .preprocess import (
@@ -32,7 +30,6 @@ __all__ = [
     "Dataset",
     "PreprocessSpec",
     "UnreadableImage",
-    "annotate_model",
     "decode_image",
     "open_dataset",
     "overrides_from_strings",

@@ -27,7 +27,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -269,14 +268,15 @@ class PreprocessSpec:
 
         Parameters
         ----------
-        model_or_path : onnx.ModelProto or path
+        model_or_path : onnx.ModelProto
+            Already read by the graph package's safe loader (data never reads models).
         preset : str, optional
             One of :data:`PRESETS`; wins over the model's metadata. Its size and
             layout are adapted to a static model input shape that disagrees (noted).
         overrides : dict, optional
             Field -> value (e.g. from CLI flags), applied last.
         name : str, optional
-            How errors name the model (default: the path given, else "the model").
+            How errors name the model (default: "the model").
 
         Returns
         -------
@@ -292,9 +292,11 @@ class PreprocessSpec:
         InputError
             Unreadable ``xnetmap.preprocess`` metadata.
         """
-        model = _as_model(model_or_path)
-        where = name or (str(model_or_path) if isinstance(model_or_path, (str, os.PathLike))
-                         else "the model")
+        if isinstance(model_or_path, (str, os.PathLike)):
+            raise TypeError("PreprocessSpec.from_model takes a loaded model; read files with "
+                            "xnetmap.graph.model_preprocess (the safe loader)")
+        model = model_or_path
+        where = name or "the model"
         shape = _input_shape(model)
         notes: list[str] = []
         meta = {p.key: p.value for p in model.metadata_props}
@@ -315,6 +317,11 @@ class PreprocessSpec:
             spec = apply_overrides(spec, overrides)
         _check_fits(spec, shape, _input_name(model), where)
         return spec, notes
+
+
+def check_spec_fits(spec: PreprocessSpec, model, where: str) -> None:
+    """Refuse (UsageError) a spec whose samples cannot feed ``model``'s static input."""
+    _check_fits(spec, _input_shape(model), _input_name(model), where)
 
 
 def _input_name(model) -> str:
@@ -433,41 +440,6 @@ def overrides_from_strings(*, size: str | None = None, resize: str | None = None
     if out.get("colour") == "GREY" or out.get("colour") == "GRAY":
         out["colour"] = "L"
     return out
-
-
-def _load_model(path, load_external_data: bool):
-    """Read a model through xnetmap.graph.load_model (the one safe loader).
-
-    NOTE: while the graph package cannot be imported (it is being built in
-    parallel) a plain ``onnx.load`` with the same error mapping stands in.
-    """
-    try:
-        from ..graph.load import load_model
-    except ImportError:
-        return _fallback_load(Path(path), load_external_data)
-    return load_model(path, load_external_data=load_external_data)
-
-
-def _fallback_load(path: Path, load_external_data: bool):
-    import onnx
-
-    from ..errors import ModelRejected
-
-    if not path.is_file():
-        raise InputError(f"model {path} does not exist")
-    try:
-        model = onnx.load(os.fspath(path), load_external_data=load_external_data)
-    except Exception as err:  # protobuf DecodeError, OSError, ...
-        raise ModelRejected(f"{path} is not a valid ONNX model: {err}") from err
-    if not model.graph.node and not model.graph.input:
-        raise ModelRejected(f"{path} is not a valid ONNX model (empty graph)")
-    return model
-
-
-def _as_model(model_or_path):
-    if isinstance(model_or_path, (str, os.PathLike)):
-        return _load_model(Path(model_or_path), load_external_data=False)
-    return model_or_path
 
 
 def _input_shape(model) -> list:

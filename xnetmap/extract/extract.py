@@ -116,6 +116,7 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
 def _resolve_preprocess(preprocess, source_path: Path):
     """A PreprocessSpec from ``preprocess`` (spec, overrides dict, preset name or JSON)."""
     from ..data import PRESETS, PreprocessSpec
+    from ..graph import model_preprocess
 
     if isinstance(preprocess, PreprocessSpec):
         return preprocess, []
@@ -136,7 +137,7 @@ def _resolve_preprocess(preprocess, source_path: Path):
                 ) from err
     elif preprocess is not None:
         raise UsageError(f"preprocess must be a PreprocessSpec, dict or str, got {preprocess!r}")
-    return PreprocessSpec.from_model(source_path, preset=preset, overrides=overrides)
+    return model_preprocess(source_path, preset=preset, overrides=overrides)
 
 
 def _bad_types() -> tuple[type, ...]:

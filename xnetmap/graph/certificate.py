@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import InputError, ModelRejected, UsageError
+from ..errors import InputError, ModelRejected
 
 #: (atol, rtol) defaults per precision.
 TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (2e-2, 2e-2)}
@@ -100,15 +100,11 @@ def random_inputs(
 
 def image_inputs(model_path: Path, images: Path, n: int) -> tuple[np.ndarray, list[str]]:
     """Up to ``n`` real images from a folder, preprocessed as the model says."""
-    try:
-        from ..data import PreprocessSpec, open_dataset, preprocess_sample
-    except ImportError:
-        raise UsageError(
-            "--images needs xnetmap.data (image decoding and preprocessing), which is not "
-            "available in this build; drop --images to certify on random inputs"
-        ) from None
+    from ..data import open_dataset, preprocess_sample
+    from .model_info import model_preprocess
+
     ds = open_dataset(images)
-    spec, notes = PreprocessSpec.from_model(model_path)
+    spec, notes = model_preprocess(model_path)
     rows = []
     for i in range(len(ds)):
         if len(rows) == n:

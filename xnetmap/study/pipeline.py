@@ -477,9 +477,9 @@ def _extract(split_res, ds, store_dir: Path, settings: StudySettings, device: st
 
 
 def _preprocess_of(model_path):
-    from ..data import PreprocessSpec
+    from ..graph import model_preprocess
 
-    spec, _notes = PreprocessSpec.from_model(model_path)
+    spec, _notes = model_preprocess(model_path)
     return spec
 
 

@@ -10,9 +10,10 @@ import json
 import os
 from pathlib import Path
 
+from ..data.labelfiles import read_label_names
+from ..data.preprocess import LABELS_KEY, PREPROCESS_KEY, PreprocessSpec
 from ..errors import InputError, UsageError
-from .labelfiles import read_label_names
-from .preprocess import LABELS_KEY, PREPROCESS_KEY, PreprocessSpec, _load_model
+from .load import load_model
 
 
 def _uses_external_data(model) -> bool:
@@ -83,7 +84,7 @@ def annotate_model(
     if not in_place and out_path is None:
         raise UsageError("give an output path (-o OUT.onnx) or --in-place to overwrite the model")
     target = model_path if in_place else Path(out_path)
-    model = _load_model(model_path, load_external_data=False)
+    model = load_model(model_path, load_external_data=False)
     if (_uses_external_data(model) and not in_place
             and target.resolve().parent != model_path.resolve().parent):
         raise InputError(
