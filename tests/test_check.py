@@ -231,7 +231,8 @@ def test_unwritable_output_is_one_line_exit_2(data, tmp_path):
 
 def test_check_fits_maps_like_run_study():
     # `check --device cuda` used to fit its maps on the CPU while run-study fitted on the GPU.
-    from xnetmap.study.pipeline import StudySettings, map_fit_params
+    from xnetmap.study.maps import map_fit_params
+    from xnetmap.study.settings import StudySettings
 
     s = StudySettings(solver="lstsq", seed=3, fit={"epochs": 2})
     assert map_fit_params(s, "cuda") == {"solver": "lstsq", "seed": 3, "epochs": 2,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xnetmap.errors import InputError
-from xnetmap.study import metrics
+from xnetmap.study import statistics as metrics
 
 
 def planted_logits(labels: np.ndarray, n_classes: int, correct_mask: np.ndarray, rng):

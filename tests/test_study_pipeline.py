@@ -48,7 +48,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def study(data):
     out = data["root"] / "study"
-    args = ["run-study", A, B, "--train", data["train"], "--val", data["val"], "-o", out]
+    args = ["run-study", A, B, "--train", data["train"], "--val", data["val"], "-o", out,
+            "--cache", out / "cache"]
     res = _run([*args, "--epochs", "8", "--bootstrap", "200", "-q"])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
@@ -180,7 +181,7 @@ def test_map_and_probe_cache_keys_follow_the_cut():
     # The same model split at another tensor must not reuse a map fitted on the other features.
     from types import SimpleNamespace
 
-    from xnetmap.study.pipeline import map_cache_key
+    from xnetmap.study.maps import map_cache_key
 
     def store(features_sha, cut=None):
         return SimpleNamespace(manifest={

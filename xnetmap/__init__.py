@@ -49,8 +49,8 @@ _EXPORTS = {
     "AffineMap": "xnetmap.fit",
     "fit_map": "xnetmap.fit",
     # study and reports
-    "run_study": "xnetmap.study.pipeline",
-    "StudySettings": "xnetmap.study.pipeline",
+    "run_study": "xnetmap.study.run",
+    "StudySettings": "xnetmap.study.run",
     "Study": "xnetmap.study.table",
     "SoftmaxProbe": "xnetmap.study.probe",
     "linear_cka": "xnetmap.study.cka",

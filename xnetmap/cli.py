@@ -109,7 +109,8 @@ def inspect_cmd(
 def split_cmd(
     model: Path = typer.Argument(..., help="ONNX classifier to split."),
     out_dir: Path | None = typer.Option(
-        None, "-o", "--out", help="Output folder (default: the model's)."
+        None, "-o", "--out", help="Output folder (default: a folder of the xnetmap cache, "
+        "named by the model's digest and the cut; never the model's own folder)."
     ),
     cut: str = typer.Option("pooled", "--cut", help="pooled, penultimate, or a tensor name."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Certify C(F(x)) == model(x)."),
@@ -123,10 +124,14 @@ def split_cmd(
     """Split a classifier into NAME.features.onnx (F) and NAME.classifier.onnx (C)."""
     from .errors import VerificationFailed
     from .graph import split_model
+    from .graph.split_cache import split_cached
 
+    options = dict(cut=cut, verify=verify, samples=samples, images=images, atol=atol, rtol=rtol)
     try:
-        result = split_model(model, out_dir, cut=cut, verify=verify, samples=samples,
-                             images=images, atol=atol, rtol=rtol)
+        if out_dir is None:
+            result = split_cached(model, **options)
+        else:
+            result = split_model(model, out_dir, **options)
     except VerificationFailed as err:
         _echo_err(f"xnetmap: certificate FAILED: {err.message}")
         raise typer.Exit(err.exit_code) from None
@@ -244,7 +249,7 @@ def extract_cmd(
     ),
     split_dir: Path | None = typer.Option(
         None, "--split-dir",
-        help="Where the split F/C files go (default: beside MODEL).",
+        help="Where the split F/C files go (default: the xnetmap cache; never MODEL's folder).",
     ),
     preset: str | None = _PRE_OPTS["preset"],
     size: str | None = _PRE_OPTS["size"],
@@ -434,7 +439,7 @@ def fit_cmd(
 
 def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, bootstrap, seed,
                     epochs, lr, calibrate, init):
-    from .study.pipeline import StudySettings
+    from .study.settings import StudySettings
 
     fit = {}
     if epochs is not None:
@@ -450,7 +455,14 @@ def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, boo
                          n_boot=bootstrap, seed=seed)
 
 
-def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
+def _write_study(outcome, out: Path) -> dict:
+    """Write the study's reports and maps into ``out`` (the library only returns values)."""
+    from .report.study_files import write_study
+
+    return write_study(outcome.study, outcome.map_files, out)
+
+
+def _print_study(outcome, reports: dict, *, json_out: bool, table_pair=None) -> None:
     from .report import format_matrix, format_table1
 
     study = outcome.study
@@ -458,7 +470,7 @@ def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
         import json
 
         typer.echo(json.dumps({
-            "report": {k: str(v) for k, v in outcome.reports.items()},
+            "report": {k: str(v) for k, v in reports.items()},
             "seconds": outcome.seconds,
             "models": [m.name for m in study.models],
         }))
@@ -481,7 +493,7 @@ def _print_study(outcome, *, json_out: bool, table_pair=None) -> None:
                 typer.echo("")
                 typer.echo(format_matrix(study, attribute))
     typer.echo("")
-    out = outcome.reports.get("report.md")
+    out = reports.get("report.md")
     if out is not None:
         typer.echo(f"reports: {Path(out).parent}/report.md, report.html, report.json, results.csv")
 
@@ -511,6 +523,10 @@ def _sub_study(study, names):
     return replace(study, models=models, pairs=pairs)
 
 
+_CACHE_OPT = typer.Option(
+    None, "--cache", help="Cache folder for splits, features and maps (default: "
+    "$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap).")
+
 _STUDY_OPTS = {
     "head": typer.Option("native", "--head", help="native: the models' own classifiers; "
                          "probe: a softmax probe per model (different label sets)."),
@@ -532,7 +548,7 @@ def run_study_cmd(
     cut: str = _STUDY_OPTS["cut"],
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
-    cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default OUT/cache)."),
+    cache: Path | None = _CACHE_OPT,
     batch_size: int = typer.Option(128, "--batch-size", help="Extraction batch size."),
     workers: int | None = typer.Option(None, "--workers", help="Decode threads."),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
@@ -546,17 +562,17 @@ def run_study_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """The paper's Table 1 for any set of models: split, extract, fit maps, evaluate, report."""
-    from .study.pipeline import run_study
+    from .study.run import run_study
 
     settings = _study_settings(head, cut, solver, device, batch_size, workers, max_bad,
                                bootstrap, seed, epochs, lr, calibrate, init)
     outcome = run_study(
-        models, val=val, train=train, out_dir=out,
+        models, val=val, train=train,
         names=[n.strip() for n in names.split(",")] if names else None,
         settings=settings, cache_dir=cache,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
-    _print_study(outcome, json_out=json_out)
+    _print_study(outcome, _write_study(outcome, out), json_out=json_out)
 
 
 @app.command("demo")
@@ -566,25 +582,28 @@ def demo_cmd(
                                         "(default: the 20,000 bundled ones)."),
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
+    cache: Path | None = _CACHE_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Run the study on the bundled zoo and Fashion-MNIST; print Table 1 and the matrices."""
     import time
 
     from .study.demo import bundled_data, bundled_models, display_name
-    from .study.pipeline import StudySettings, run_study
+    from .study.run import run_study
+    from .study.settings import StudySettings
 
     t0 = time.perf_counter()
     models = bundled_models()
     names = [display_name(m) for m in models]
     bundled_train, val = bundled_data()
     outcome = run_study(
-        models, val=str(val), train=train or str(bundled_train), out_dir=out, names=names,
-        settings=StudySettings(solver=solver, device=device),
+        models, val=str(val), train=train or str(bundled_train), names=names,
+        settings=StudySettings(solver=solver, device=device), cache_dir=cache,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
+    reports = _write_study(outcome, out)
     typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
-    _print_study(outcome, json_out=False, table_pair=names[:2])
+    _print_study(outcome, reports, json_out=False, table_pair=names[:2])
     typer.echo(f"wall time: {time.perf_counter() - t0:.0f} s")
 
 
@@ -634,7 +653,7 @@ def check_cmd(
     junit: Path | None = typer.Option(
         None, "--junit", help="Write JUnit XML (one test case per metric)."
     ),
-    cache: Path = typer.Option(Path(".xnetmap-cache"), "--cache", help="Cache folder."),
+    cache: Path | None = _CACHE_OPT,
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
     cut: str = _STUDY_OPTS["cut"],
@@ -644,7 +663,7 @@ def check_cmd(
 ) -> None:
     """CI gate: is CANDIDATE still functionally equivalent to REFERENCE? Exit 0 pass, 1 fail."""
     from . import check as chk
-    from .study.pipeline import StudySettings
+    from .study.settings import StudySettings
 
     pol = chk.load_policy(policy, max_loss=max_loss, min_agreement=min_agreement,
                           max_acc_drop=max_acc_drop, max_abs_diff=max_abs_diff, min_cka=min_cka)
@@ -709,5 +728,3 @@ def _root(
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
 
-
-_ = (Path,)  # Path is used by the command sections

@@ -7,9 +7,10 @@ Public API: :func:`check_models`, :class:`CheckResult`, :class:`CheckPolicy`,
 
 from __future__ import annotations
 
-from .gate import CheckResult, Metric, check_models, load_baseline, save_baseline
+from .compare import check_models
 from .output import format_summary, junit_xml, write_json, write_junit
 from .policy import CheckPolicy, load_policy
+from .result import CheckResult, Metric, load_baseline, save_baseline
 
 __all__ = [
     "CheckPolicy",

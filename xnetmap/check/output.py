@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..fsutil import atomic_write_text
-from .gate import CheckResult, Metric
+from .result import CheckResult, Metric
 
 
 def _fmt(m: Metric, x: float) -> str:

@@ -101,8 +101,9 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
         return {"features_path": path, "source_path": source, "model_sha256": model_sha,
                 "features_sha256": features_sha, "feature_dim": None, "cut": None}
     from ..graph import split_model
+    from ..graph.split_cache import split_cached
 
-    res = split_model(path, split_dir, cut=cut)
+    res = split_cached(path, cut) if split_dir is None else split_model(path, split_dir, cut=cut)
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
         features_sha = json.loads(Path(res.json_path).read_text())["features_sha256"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from xnetmap.errors import InputError
-from xnetmap.study import metrics
+from xnetmap.study import statistics as metrics
 from xnetmap.study.table import ModelResult, PairResult
 
 

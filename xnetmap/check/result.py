@@ -1,18 +1,4 @@
-"""``check_models``: is a candidate model still functionally equivalent to a reference?
-
-Two kinds of evidence, both measured on the validation images:
-
-* **direct** (when both models share an output space): top-1 agreement, the
-  largest and mean absolute output difference, and with labels each model's
-  accuracy and the accuracy drop with a 95 % paired bootstrap interval;
-* **map-based** (always available with ``train``; the only way when
-  architectures or feature widths differ): affine maps fitted both ways on the
-  train features, the paper's stitched loss in both directions, each stitched
-  model's agreement with its target, and linear CKA.
-
-Each metric with a threshold in the :class:`~xnetmap.check.policy.CheckPolicy`
-is a gate; a baseline from an earlier release adds one drift gate per metric.
-"""
+"""What a check measured: metrics, gates against the policy, drift against a baseline."""
 
 from __future__ import annotations
 
@@ -22,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import InputError, UsageError
+from ..errors import InputError
+from ..fsutil import atomic_write_json
 from .policy import CheckPolicy
 
 BASELINE_SCHEMA = "xnetmap.check-baseline/1"
@@ -127,7 +112,7 @@ def _json_metric(m: Metric) -> dict:
     return d
 
 
-def _gate(name: str, value: float, policy: CheckPolicy, interval=None) -> Metric:
+def gate(name: str, value: float, policy: CheckPolicy, interval=None) -> Metric:
     key, op, unit, desc = _GATES[name]
     threshold = getattr(policy, key) if key else None
     m = Metric(
@@ -147,174 +132,6 @@ def _gate(name: str, value: float, policy: CheckPolicy, interval=None) -> Metric
         else:
             m.passed = m.value <= threshold
     return m
-
-
-def _same_output_space(prepared) -> bool:
-    from ..study.pipeline import _classifier_width, _labels_meta
-
-    widths = {_classifier_width(p.split.classifier_path) for p in prepared}
-    labels = [_labels_meta(p.path) for p in prepared]
-    known = [lab for lab in labels if lab is not None]
-    return len(widths) == 1 and None not in widths and all(lab == known[0] for lab in known)
-
-
-def check_models(
-    reference,
-    candidate,
-    *,
-    val,
-    train=None,
-    policy: CheckPolicy,
-    baseline=None,
-    settings=None,
-    cache_dir=".xnetmap-cache",
-    progress=None,
-) -> CheckResult:
-    """Compare ``candidate`` with ``reference`` on ``val`` and apply ``policy``.
-
-    Parameters
-    ----------
-    reference, candidate : path
-        ONNX classifiers.
-    val : str or path or Dataset
-        Validation images (labels optional).
-    train : str or path or Dataset, optional
-        Training images for the map-based comparison (required when the models
-        do not share an output space).
-    policy : CheckPolicy
-    baseline : path, optional
-        A baseline JSON written by :func:`save_baseline`; each metric's drift
-        beyond the policy's tolerance fails.
-    settings : xnetmap.study.pipeline.StudySettings, optional
-        Extraction and fitting settings.
-    cache_dir : path
-        Splits, features and maps (content-keyed, reused across runs).
-
-    Returns
-    -------
-    CheckResult
-    """
-    from ..data import open_dataset
-    from ..runtime import resolve_device
-    from ..study import metrics as M
-    from ..study.cka import linear_cka
-    from ..study.pipeline import (
-        StudySettings,
-        _labels_meta,
-        align_labels,
-        choose_classifiers,
-        classifier_logits,
-        fit_cached,
-        map_fit_params,
-        prepare_models,
-        valid_rows,
-    )
-
-    settings = settings or StudySettings()
-    settings.validate()
-    device = resolve_device(settings.device)
-    say = progress or (lambda _m: None)
-    paths = [Path(reference), Path(candidate)]
-    for p in paths:
-        if not p.exists():
-            raise InputError(f"model {p} does not exist")
-    val_ds = open_dataset(val) if isinstance(val, (str, Path)) else val
-    train_ds = None
-    if train is not None:
-        train_ds = open_dataset(train) if isinstance(train, (str, Path)) else train
-    cache = Path(cache_dir)
-    prepared = prepare_models(
-        paths, ["reference", "candidate"], val_ds, train_ds, settings, cache, device, say
-    )
-    same = _same_output_space(prepared)
-    notes: list[str] = []
-    if not same and train_ds is None:
-        raise UsageError(
-            "the two models do not share an output space (different class counts or labels); "
-            "give --train DATA for the map-based comparison"
-        )
-    head = "native" if same else "probe"
-    if head == "probe":
-        if train_ds.labels is None:
-            raise UsageError(
-                "the models have different label spaces: the map-based check then fits a linear "
-                "probe per model and needs --train with labels"
-            )
-        notes.append("different output spaces: classifiers replaced by linear probes")
-    from dataclasses import replace
-
-    classifiers = choose_classifiers(prepared, replace(settings, head=head), cache, say)
-    rows = valid_rows([p.val_store for p in prepared])
-    if len(rows) == 0:
-        raise InputError("no val image is readable by both models")
-    labels = prepared[0].val_store.labels
-    labels = None if labels is None else np.asarray(labels)[rows]
-    if labels is not None and same:
-        model_labels = next((lab for lab in map(_labels_meta, paths) if lab), None)
-        labels = align_labels(labels, val_ds, model_labels)
-    feats = [p.val_store.take(rows) for p in prepared]
-    logits = [classifier_logits(c, F, device) for c, F in zip(classifiers, feats)]
-
-    out: list[Metric] = []
-    modes: list[str] = []
-    if same:
-        modes.append("direct")
-        ref_l, cand_l = logits
-        pred_r, pred_c = M.predictions(ref_l), M.predictions(cand_l)
-        out.append(_gate("top1_agreement", 100.0 * M.agreement(pred_r, pred_c), policy))
-        diff = np.abs(ref_l.astype(np.float64) - cand_l.astype(np.float64))
-        out.append(_gate("max_abs_diff", float(diff.max()), policy))
-        out.append(_gate("mean_abs_diff", float(diff.mean()), policy))
-        if labels is not None:
-            ok_r = M.topk_correct(ref_l, labels, 1)
-            ok_c = M.topk_correct(cand_l, labels, 1)
-            out.append(_gate("accuracy_reference", 100.0 * ok_r.mean(), policy))
-            out.append(_gate("accuracy_candidate", 100.0 * ok_c.mean(), policy))
-            ci = M.bootstrap_loss_ci(ok_r, ok_c, n_boot=settings.n_boot, seed=settings.seed)
-            out.append(_gate("acc_drop", M.loss_points(ok_r, ok_c), policy, interval=ci))
-    if train_ds is not None:
-        modes.append("map")
-        fit_params = map_fit_params(settings, device)
-        for (i, j), tag in (((0, 1), "ref_to_cand"), ((1, 0), "cand_to_ref")):
-            say(f"fit map {tag.replace('_', ' ')}")
-            amap, _ = fit_cached(
-                prepared[i].train_store,
-                prepared[j].train_store,
-                cache,
-                fit_params,
-                prepared[i].name,
-                prepared[j].name,
-            )
-            mapped = classifier_logits(classifiers[j], amap.transform(feats[i]), device)
-            agree = M.agreement(M.predictions(logits[j]), M.predictions(mapped))
-            out.append(_gate(f"map_agreement_{tag}", 100.0 * agree, policy))
-            if labels is not None:
-                ok_n = M.topk_correct(logits[j], labels, 1)
-                ok_m = M.topk_correct(mapped, labels, 1)
-                ci = M.bootstrap_loss_ci(ok_n, ok_m, n_boot=settings.n_boot, seed=settings.seed)
-                out.append(_gate(f"loss_{tag}", M.loss_points(ok_n, ok_m), policy, interval=ci))
-        out.append(_gate("cka", float(linear_cka(feats[0], feats[1])), policy))
-    elif any(
-        getattr(policy, k) is not None and k not in policy.explicit
-        for k in ("max_loss", "min_map_agreement", "min_cka")
-    ):
-        notes.append("map-based gates (max_loss, min_map_agreement, min_cka) skipped: no --train")
-    out.extend(unmeasured_gates(out, policy))
-
-    result = CheckResult(
-        reference=str(paths[0]),
-        candidate=str(paths[1]),
-        metrics=out,
-        modes=modes,
-        n_val=int(len(rows)),
-        labelled=labels is not None,
-        notes=notes,
-        reference_sha256=prepared[0].split.model_sha256,
-        candidate_sha256=prepared[1].split.model_sha256,
-    )
-    if baseline is not None:
-        result.metrics.extend(drift_metrics(result, load_baseline(baseline), policy))
-    return result
 
 
 # why a threshold's metrics can be missing from a run
@@ -396,8 +213,6 @@ def drift_metrics(result: CheckResult, base: dict, policy: CheckPolicy) -> list[
 
 def save_baseline(result: CheckResult, path) -> Path:
     """Write the measured metrics as a golden baseline (JSON, atomic)."""
-    from ..fsutil import atomic_write_json
-
     return atomic_write_json(
         path,
         {

@@ -1,0 +1,114 @@
+"""Stages 3 and 4 of a study: native scores, then pair scores (fit, mapped evaluation, CKA).
+
+Both stages take the prepared models and the val features already read from
+their stores; ``run_study`` and ``check_models`` compose them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .cka import linear_cka
+from .classifiers import Classifier, classifier_logits
+from .evaluate import native_result, pair_result
+from .labels import align_labels
+from .maps import fit_cached, map_fit_params
+from .prepare import PreparedModel, valid_rows
+from .settings import StudySettings
+from .table import ModelResult, PairResult
+
+
+@dataclass
+class ValFeatures:
+    """The val samples every model could read: their features and (aligned) labels.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n,)
+        Indices of the samples readable by every model.
+    feats : list of ndarray of shape (n, D_model)
+    labels : ndarray of shape (n,) or None
+        In the classifiers' class order.
+    reindexed : bool
+        True when the dataset's labels were re-indexed to the classifiers' order.
+    n_masked : int
+        Unreadable samples left out.
+    """
+
+    rows: np.ndarray
+    feats: list
+    labels: np.ndarray | None
+    reindexed: bool
+    n_masked: int
+
+
+def val_features(prepared: list[PreparedModel], val_ds, class_names) -> ValFeatures:
+    """Read the val features of every model on the samples all of them could read."""
+    stores = [p.val_store for p in prepared]
+    rows = valid_rows(stores)
+    if len(rows) == 0:
+        raise InputError("every val image is unreadable for at least one model; nothing to score")
+    labels = stores[0].labels
+    labels_v = None if labels is None else np.asarray(labels)[rows]
+    reindexed = False
+    if labels_v is not None:
+        aligned = align_labels(labels_v, val_ds, class_names)
+        reindexed = aligned is not labels_v
+        labels_v = aligned
+    feats = [st.take(rows) for st in stores]
+    return ValFeatures(rows, feats, labels_v, reindexed, int(stores[0].n - len(rows)))
+
+
+def score_native(prepared: list[PreparedModel], classifiers: list[Classifier],
+                 val: ValFeatures, device: str) -> tuple[list[np.ndarray], list[ModelResult]]:
+    """Each model's own classifier on its own val features: logits and Table 1's native rows."""
+    logits, results = [], []
+    for p, clf, F in zip(prepared, classifiers, val.feats):
+        out = classifier_logits(clf, F, device)
+        logits.append(out)
+        results.append(native_result(
+            p.name, out, val.labels, sha256=p.info.sha256, feature_dim=int(F.shape[1]),
+            path=str(p.info.path), cut=str(p.split.cut_tensor),
+        ))
+    return logits, results
+
+
+@dataclass
+class PairScores:
+    """What the pair stage measured: one result and one cached map file per ordered pair."""
+
+    results: list[PairResult]
+    map_files: dict[tuple[str, str], Path]
+
+
+def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], val: ValFeatures,
+                native_logits: list[np.ndarray], pairs: list[tuple[int, int]],
+                settings: StudySettings, cache, device: str,
+                say: Callable[[str], Any] | None = None) -> PairScores:
+    """For every ordered pair (A, B): fit M_{A→B} on train, score C_B(M F_A(val)), CKA."""
+    say = say or (lambda _m: None)
+    fit_params = map_fit_params(settings, device)
+    cka: dict[tuple[int, int], float] = {}
+    results, files = [], {}
+    for i, j in pairs:
+        src, tgt = prepared[i], prepared[j]
+        say(f"{src.name} → {tgt.name}: fit map ({settings.solver})")
+        amap, path = fit_cached(src.train_store, tgt.train_store, cache, fit_params)
+        mapped = classifier_logits(classifiers[j], amap.transform(val.feats[i]), device)
+        key = (min(i, j), max(i, j))
+        if key not in cka:
+            cka[key] = float(linear_cka(val.feats[i], val.feats[j]))
+        m = getattr(amap, "metrics_", {}) or {}
+        results.append(pair_result(
+            src.name, tgt.name, native_logits[j], mapped, val.labels,
+            n_boot=settings.n_boot, seed=settings.seed, fit_cosine=m.get("cosine"),
+            fit_r2=m.get("r2"), cka=cka[key], map_path=str(path),
+        ))
+        files[(src.name, tgt.name)] = path
+    return PairScores(results, files)
