@@ -30,7 +30,7 @@ _EXPORTS = {
     "split_model": "xnetmap.graph",
     "SplitResult": "xnetmap.graph",
     "inspect_model": "xnetmap.graph",
-    "stitch_models": "xnetmap.graph.stitch",
+    "stitch_models": "xnetmap.fit.stitch",
     "stitch_graphs": "xnetmap.graph.stitch",
     # data
     "open_dataset": "xnetmap.data",

@@ -619,7 +619,7 @@ def stitch_cmd(
                                  "other source/target model digests."),
 ) -> None:
     """Write one ONNX model F_A → M_{A→B} → C_B."""
-    from .graph.stitch import stitch_models
+    from .fit.stitch import stitch_models
 
     path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut,
                          check_digests=not any_map)

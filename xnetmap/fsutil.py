@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import InputError
+
 
 def fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename inside ``folder`` durable (best effort where unsupported)."""
@@ -56,7 +58,6 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         # a user's output path, not a bug: one line and exit 2, never a traceback
-        from .errors import InputError
 
         raise InputError(
             f"cannot write {path} ({err.strerror or err}); choose another output path"
@@ -76,8 +77,6 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
 
 def make_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create the folder ``path`` (and parents) or raise a one-line InputError (exit 2)."""
-    from .errors import InputError
-
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"{what} {out} exists and is not a folder; choose another -o")

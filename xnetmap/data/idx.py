@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..fsutil import atomic_write_bytes
 
 # type code -> big-endian numpy dtype
 _DTYPES = {
@@ -123,7 +124,6 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     Path
         The written file (written atomically).
     """
-    from ..fsutil import atomic_write_bytes
 
     a = np.asarray(array)
     key = a.dtype.newbyteorder("=").str if a.dtype.itemsize > 1 else a.dtype.str

@@ -22,6 +22,7 @@ from .calibrate import MODES as CALIBRATIONS
 from .calibrate import apply_norm, fit_calibration
 from .kernels import EPS
 from .rows import as_rows, scan_rows
+from .store_rows import fit_on_stores
 
 SOLVERS = ("gd", "lstsq", "ridge", "procrustes")
 INITS = ("zero", "lstsq")
@@ -206,8 +207,6 @@ class AffineMap:
         Rows masked (unreadable) in either store are skipped; the stores' model
         digests go into the map's metadata. See :func:`xnetmap.fit.fit_map`.
         """
-        from .fit_map import fit_on_stores  # noqa: PLC0415
-
         return fit_on_stores(self, source_store, target_store, progress=progress)
 
     def transform(self, X: Any) -> np.ndarray:

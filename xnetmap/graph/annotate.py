@@ -13,6 +13,7 @@ from pathlib import Path
 from ..data.labelfiles import read_label_names
 from ..data.preprocess import LABELS_KEY, PREPROCESS_KEY, PreprocessSpec
 from ..errors import InputError, UsageError
+from ..fsutil import atomic_write_bytes
 from .load import load_model
 
 
@@ -76,8 +77,6 @@ def annotate_model(
     ModelRejected
         Not a valid ONNX model.
     """
-    from ..fsutil import atomic_write_bytes
-
     model_path = Path(model_path)
     if in_place and out_path is not None:
         raise UsageError("give either an output path (-o) or --in-place, not both")
@@ -93,25 +92,37 @@ def annotate_model(
         )
     spec, notes = PreprocessSpec.from_model(model, preset=preset, overrides=overrides,
                                             name=str(model_path))
-    names = None
-    if labels is not None:
-        names = list(labels) if isinstance(labels, list) else read_label_names(labels)
-        k = _output_classes(model)
-        if k is not None and k != len(names):
-            raise InputError(
-                f"labels give {len(names)} class names but {model_path}'s output "
-                f"{model.graph.output[0].name!r} has {k} classes"
-            )
+    names = _label_names(labels, model, model_path)
     entries = {PREPROCESS_KEY: spec.to_json()}
     if names is not None:
         entries[LABELS_KEY] = json.dumps(names, ensure_ascii=False)
+    _set_metadata(model, entries)
+    _write_model(model, target, model_path.stat().st_mode & 0o777)
+    return {"path": str(target), "preprocess": spec.to_dict(), "labels": names, "notes": notes}
+
+
+def _label_names(labels, model, model_path: Path) -> list[str] | None:
+    if labels is None:
+        return None
+    names = list(labels) if isinstance(labels, list) else read_label_names(labels)
+    k = _output_classes(model)
+    if k is not None and k != len(names):
+        raise InputError(
+            f"labels give {len(names)} class names but {model_path}'s output "
+            f"{model.graph.output[0].name!r} has {k} classes"
+        )
+    return names
+
+
+def _set_metadata(model, entries: dict) -> None:
+    """Replace ``entries``' keys in the model's metadata_props, keeping every other entry."""
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
-    for key, value in kept:
+    for key, value in kept + list(entries.items()):
         model.metadata_props.add(key=key, value=value)
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
-    mode = model_path.stat().st_mode & 0o777
+
+
+def _write_model(model, target: Path, mode: int) -> None:
     if target.is_dir():
         raise InputError(f"-o {target} is a folder; give the path of the .onnx file to write")
     try:
@@ -122,4 +133,3 @@ def annotate_model(
         os.chmod(target, mode)  # in place: unchanged; a copy: the source's mode
     except OSError:
         pass
-    return {"path": str(target), "preprocess": spec.to_dict(), "labels": names, "notes": notes}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..cache import SPLITS, cache_root, slug
 from ..fsutil import file_sha256
+from .load import load_model
 from .model_info import ModelInfo
 from .split import SplitResult, split_model
 
@@ -35,13 +36,7 @@ def split_cached(model: ModelInfo | str | os.PathLike, cut: str = "pooled",
     else:
         path = Path(model)
         if not path.is_file():
-            raise_missing(path)
+            load_model(path, load_external_data=False)  # the loader's own message
         sha = file_sha256(path)
     return split_model(path, split_folder(path, sha, cut, cache), cut=cut, **options)
 
-
-def raise_missing(path: Path) -> None:
-    """The loader's own message for a missing or unreadable model file."""
-    from .load import load_model
-
-    load_model(path, load_external_data=False)  # raises InputError / ModelRejected

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from xnetmap import __version__
 from xnetmap.errors import InputError
 
 ARROW = "→"
@@ -137,8 +138,6 @@ class DatasetInfo:
 
 
 def _default_version() -> str:
-    from xnetmap import __version__
-
     return __version__
 
 
