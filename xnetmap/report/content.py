@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from xnetmap.study.table import (
     TABLE1_HEADER,
@@ -284,8 +285,25 @@ def build_blocks(study: Study) -> list:
                 name="datasets",
             )
         )
+    b.extend(_map_files(study))
     b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
     return b
+
+
+def _map_files(study: Study) -> list:
+    """The fitted maps (``maps/<A>__to__<B>.npz`` beside the report), ready for ``stitch``."""
+    rows = tuple((p.source, p.target, _map_shown(p.map_path)) for p in study.pairs if p.map_path)
+    if not rows:
+        return []
+    return [Heading(2, "Maps"),
+            Para("Each fitted map M_{A→B}; `xnetmap stitch A.onnx B.onnx MAP -o AB.onnx` "
+                 "turns one into a single ONNX model."),
+            Table(("Source A", "Target B", "Map file"), rows, name="maps")]
+
+
+def _map_shown(path: str) -> str:
+    p = PurePath(path)
+    return f"maps/{p.name}" if p.parent.name == "maps" else str(p)
 
 
 def _setting(v) -> str:

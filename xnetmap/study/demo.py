@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, XnetmapError
+from ..graph import load_model
 
 # Display order and names: the paper's pair first (ResNet-style vs Inception-style).
 _ORDER = ("resnet", "inception", "vgg", "mobilenet", "mixer", "vit")
@@ -55,14 +56,12 @@ def display_name(model_path: Path) -> str:
         if model_path.stem.startswith(key):
             return name
     try:
-        import onnx
-
-        model = onnx.load(str(model_path), load_external_data=False)
+        model = load_model(model_path, load_external_data=False)
         for prop in model.metadata_props:
             if prop.key == "xnetmap.model_card":
                 return str(json.loads(prop.value).get("family", model_path.stem))
-    except Exception:
-        pass
+    except (XnetmapError, ValueError, AttributeError):
+        pass  # no readable model card: the file name
     return model_path.stem
 
 

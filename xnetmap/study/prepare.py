@@ -114,8 +114,10 @@ def prepare_models(infos: list[ModelInfo], names: list[str], val_ds, train_ds,
         split = split_cached(info, settings.cut, cache)
         stores = {}
         for role, ds in datasets:
-            say(f"{name}: features of {role} ({len(ds)} images)")
-            stores[role] = extract_cached(info, split, ds, prints[role], settings, cache, device)
+            store = extract_cached(info, split, ds, prints[role], settings, cache, device)
+            cached = " (cached)" if (getattr(store, "run", None) or {}).get("reused") else ""
+            say(f"{name}: features of {role} ({len(ds)} images){cached}")
+            stores[role] = store
         out.append(PreparedModel(name, info, split, stores["val"], stores.get("train")))
     for role, _ds in datasets:
         check_same_samples([p.val_store if role == "val" else p.train_store for p in out],
