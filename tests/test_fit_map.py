@@ -171,7 +171,7 @@ def test_cli_fit_json_and_exit_codes(stores, capsys):
 
 def test_multi_shard_store_streams_rows_like_an_array(stores):
     from xnetmap.extract import extract_features
-    from xnetmap.fit.fit_map import StoreRows, as_matrix
+    from xnetmap.fit.store_rows import StoreRows, as_matrix
 
     tmp, src, tgt, _ = stores
     model = tmp / "src.features.onnx"
