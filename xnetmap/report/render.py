@@ -118,10 +118,10 @@ _JS = """
 
 def _td(text: str) -> str:
     cls = ""
-    if text and all(ch in _NUMERIC for ch in text):
+    if len(text) >= 32 and all(ch in "0123456789abcdef" for ch in text):
+        cls = ' class="mono"'  # a digest, even one that happens to be all digits
+    elif text and all(ch in _NUMERIC for ch in text):
         cls = ' class="num"'
-    elif len(text) >= 32 and all(ch in "0123456789abcdef" for ch in text):
-        cls = ' class="mono"'
     return f"<td{cls}>{html.escape(text)}</td>"
 
 
