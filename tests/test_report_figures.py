@@ -77,7 +77,7 @@ def test_loss_heatmap_diverging_centred_on_zero():
     assert np.allclose(cmap(im.norm(0.0))[:3], 1.0, atol=0.06)  # 0 is (near) white
     assert np.ma.getmaskarray(im.get_array()).diagonal().all()  # the diagonal is not coloured
     texts = [t.get_text() for t in ax.texts]
-    assert texts.count("—") == 3 and "-1.0" in texts and "2.0" in texts
+    assert texts.count("—") == 3 and "\u22121.0" in texts and "2.0" in texts
     assert [t.get_text() for t in ax.get_xticklabels()] == study.names
     assert [t.get_text() for t in ax.get_yticklabels()] == study.names
     assert ax.get_xlabel().startswith("target B") and ax.get_ylabel().startswith("source A")

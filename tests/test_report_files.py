@@ -106,7 +106,9 @@ def test_two_models_report_files(tmp_path):
 
 def test_three_models_matrices(tmp_path):
     study = make_study(["alpha", "beta", "gamma"])
-    write_reports(study, tmp_path)
+    written = write_reports(study, tmp_path, formats=("png",))  # PNG only: no SVG/PDF, no links
+    assert not any(name.endswith((".svg", ".pdf")) for name in written)
+    assert ".svg" not in (tmp_path / "report.html").read_text()
     md = (tmp_path / "report.md").read_text()
     assert "## Loss matrix (points)" in md and "## Agreement matrix" in md
     assert "| A \\ B | A | B | G |" in md
@@ -122,7 +124,7 @@ def test_three_models_matrices(tmp_path):
 
 def test_label_free_report(tmp_path):
     study = make_study(["ResNet-S", "Inception-S"], labelled=False)
-    write_reports(study, tmp_path)
+    write_reports(study, tmp_path, formats=("png",))
     md = (tmp_path / "report.md").read_text()
     assert "The validation set has no labels" in md and "agreement only" in md
     assert "| Description | Mapping | Correct |" not in md
@@ -148,7 +150,7 @@ def test_json_round_trip(tmp_path):
 
     for labelled in (True, False):
         study = make_study(["alpha", "beta", "gamma"], labelled=labelled)
-        write_reports(study, tmp_path)
+        write_reports(study, tmp_path, formats=("png",))
         back = load_report(tmp_path / "report.json")
         assert back == study
         assert study_to_json(back) == (tmp_path / "report.json").read_text()

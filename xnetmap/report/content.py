@@ -136,8 +136,8 @@ def _val(study: Study):
     return None
 
 
-def build_blocks(study: Study) -> list:
-    """The report's content, in order."""
+def build_blocks(study: Study, figure_formats=FIGURE_FORMATS) -> list:
+    """The report's content, in order; ``figure_formats``: the figures' files besides PNG."""
     b: list = [_header(study), Heading(1, "xnetmap study"), _intro(study)]
     if study.labelled:
         b += _labelled_blocks(study)
@@ -168,7 +168,7 @@ def build_blocks(study: Study) -> list:
             name="fit",
         )
     )
-    b += _figure_blocks(study)
+    b += _figure_blocks(study, tuple(f for f in figure_formats if f != "png"))
     b += _provenance_blocks(study)
     b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
     return b
@@ -311,12 +311,11 @@ def _label_free_blocks(study: Study) -> list:
     ]
 
 
-def _figure(png: str, alt: str) -> Image:
-    stem = png.rsplit(".", 1)[0]
-    return Image(png, alt, tuple(f"{stem}.{ext}" for ext in FIGURE_FORMATS))
+def _figure_blocks(study: Study, formats: tuple[str, ...]) -> list:
+    def _figure(png: str, alt: str) -> Image:
+        stem = png.rsplit(".", 1)[0]
+        return Image(png, alt, tuple(f"{stem}.{ext}" for ext in formats))
 
-
-def _figure_blocks(study: Study) -> list:
     b: list = [Heading(2, "Figures")]
     if study.labelled:
         b.append(

@@ -56,7 +56,7 @@ def forest_figure(study: Study, loss_range: float | None = None):
     if not rows:
         raise ValueError("a forest plot needs at least one pair with a loss")
     k = len(rows)
-    height = 0.34 * k + 1.6
+    height = max(0.34 * k + 1.6, 3.0)
     fig = Figure(figsize=(8.0, height), layout="constrained")
     fig.get_layout_engine().set(w_pad=0.1, h_pad=0.1)  # inches of margin: no text at the edge
     ax = fig.add_subplot()

@@ -80,6 +80,21 @@ def _extend(M, vmin: float, vmax: float) -> str:
     )
 
 
+def _annotate(ax, M, im, fmt: str, diagonal_text: str) -> None:
+    """Write each cell's value (typographic minus), in black or white for contrast."""
+    n = len(M)
+    size = 10 if n <= 5 else (8 if n <= 8 else 6)
+    for i in range(n):
+        for j in range(n):
+            v = M[i, j]
+            if i == j:
+                text = diagonal_text
+            else:
+                text = fmt.format(v).replace("-", "\u2212") if math.isfinite(v) else "—"
+            colour = _ink(im.cmap(im.norm(v))) if i != j and math.isfinite(v) else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
+
+
 def heatmap_figure(
     M,
     names: list[str],
@@ -128,16 +143,7 @@ def heatmap_figure(
     fig.get_layout_engine().set(w_pad=0.1, h_pad=0.1)  # inches of margin: no text at the edge
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cm, norm=norm, aspect="equal")
-    size = 10 if n <= 5 else (8 if n <= 8 else 6)
-    for i in range(n):
-        for j in range(n):
-            v = M[i, j]
-            if i == j:
-                text = diagonal_text
-            else:
-                text = fmt.format(v) if math.isfinite(v) else "—"
-            colour = _ink(cm(norm(v))) if i != j and math.isfinite(v) else "black"
-            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
+    _annotate(ax, M, im, fmt, diagonal_text)
     ax.set_xticks(range(n), labels=names, rotation=35, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(n), labels=names)
     ax.set_xlabel("target B (classifier)")
