@@ -455,11 +455,11 @@ def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, boo
                          n_boot=bootstrap, seed=seed)
 
 
-def _write_study(outcome, out: Path) -> dict:
+def _write_study(outcome, out: Path, loss_range: float | None = None) -> dict:
     """Write the study's reports and maps into ``out`` (the library only returns values)."""
     from .report.study_files import write_study
 
-    return write_study(outcome.study, outcome.map_files, out)
+    return write_study(outcome.study, outcome.map_files, out, loss_range=loss_range)
 
 
 def _print_study(outcome, reports: dict, *, json_out: bool, table_pair=None) -> None:
@@ -499,6 +499,8 @@ def _print_study(outcome, reports: dict, *, json_out: bool, table_pair=None) -> 
 
 
 def _pair_line(study, pair) -> str:
+    from .report import pair_reading
+
     codes = study.codes
     parts = [f"{codes[pair.source]} → {codes[pair.target]}:"]
     if pair.loss is not None:
@@ -512,7 +514,9 @@ def _pair_line(study, pair) -> str:
         parts.append(f"CKA {pair.cka:.3f},")
     if pair.fit_cosine is not None:
         parts.append(f"map held-out cosine {pair.fit_cosine:.3f}")
-    return " ".join(parts).rstrip(",")
+    line = " ".join(parts).rstrip(",")
+    reading = pair_reading(pair)
+    return f"{line} ({reading})" if reading else line
 
 
 def _sub_study(study, names):
@@ -526,6 +530,10 @@ def _sub_study(study, names):
 _CACHE_OPT = typer.Option(
     None, "--cache", help="Cache folder for splits, features and maps (default: "
     "$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap).")
+
+_LOSS_RANGE_OPT = typer.Option(
+    None, "--loss-range", help="Fix the loss colour scale to ±R points, so that figures of "
+    "several studies compare (default: from the data).")
 
 _STUDY_OPTS = {
     "head": typer.Option("native", "--head", help="native: the models' own classifiers; "
@@ -549,6 +557,7 @@ def run_study_cmd(
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
     cache: Path | None = _CACHE_OPT,
+    loss_range: float | None = _LOSS_RANGE_OPT,
     batch_size: int = typer.Option(128, "--batch-size", help="Extraction batch size."),
     workers: int | None = typer.Option(None, "--workers", help="Decode threads."),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
@@ -572,7 +581,7 @@ def run_study_cmd(
         settings=settings, cache_dir=cache,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
-    _print_study(outcome, _write_study(outcome, out), json_out=json_out)
+    _print_study(outcome, _write_study(outcome, out, loss_range), json_out=json_out)
 
 
 @app.command("demo")
@@ -583,6 +592,7 @@ def demo_cmd(
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
     cache: Path | None = _CACHE_OPT,
+    loss_range: float | None = _LOSS_RANGE_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Run the study on the bundled zoo and Fashion-MNIST; print Table 1 and the matrices."""
@@ -601,7 +611,7 @@ def demo_cmd(
         settings=StudySettings(solver=solver, device=device), cache_dir=cache,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
-    reports = _write_study(outcome, out)
+    reports = _write_study(outcome, out, loss_range)
     typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
     _print_study(outcome, reports, json_out=False, table_pair=names[:2])
     typer.echo(f"wall time: {time.perf_counter() - t0:.0f} s")

@@ -1,7 +1,8 @@
 """What a study report says, as a list of neutral blocks rendered to Markdown and HTML.
 
 Keeping the content in one place means ``report.md`` and ``report.html`` cannot
-disagree. Blocks are :class:`Heading`, :class:`Para`, :class:`Table` and :class:`Image`.
+disagree. Blocks are :class:`Header`, :class:`Heading`, :class:`Para`, :class:`Bullets`,
+:class:`Table` and :class:`Image`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from xnetmap.report.wording import NO_DIFFERENCE, pair_reading
 from xnetmap.study.table import (
     TABLE1_HEADER,
     Study,
@@ -22,6 +24,9 @@ from xnetmap.study.table import (
 LOSS_PNG = "loss.png"
 AGREEMENT_PNG = "agreement.png"
 CKA_PNG = "cka.png"
+FOREST_PNG = "loss_forest.png"
+FIGURE_FORMATS = ("svg", "pdf")  # written next to each PNG, for papers
+TABLE1_TEX = "table1.tex"
 
 LABEL_FREE_SENTENCE = (
     "The validation set has no labels, so accuracy, the loss, its interval and McNemar's "
@@ -29,6 +34,20 @@ LABEL_FREE_SENTENCE = (
     "classifier gives A's mapped features the same label as B's own features), with CKA "
     "and the quality of each fitted map."
 )
+
+
+@dataclass(frozen=True)
+class Header:
+    """The page header: title, the models (name, code, SHA-256) and the settings."""
+
+    title: str
+    models: tuple[tuple[str, str, str], ...]
+    settings: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class Table:
 class Image:
     file: str
     alt: str
+    also: tuple[str, ...] = ()  # the same figure in other formats (file names)
 
 
 def fmt(x, spec: str = "{:.1f}", missing: str = "n/a") -> str:
@@ -117,103 +137,13 @@ def _val(study: Study):
     return None
 
 
-def build_blocks(study: Study) -> list:
-    """The report's content, in order."""
-    b: list = [Heading(1, "xnetmap study")]
-    codes = study.codes
-    n_models = len(study.models)
-    val = _val(study)
-    n_val = study.models[0].n if study.models else 0
-    where = (
-        f"{val.description} ({format_count(n_val)} samples)"
-        if val
-        else (f"{format_count(n_val)} validation samples")
-    )
-    head = "their own classifiers" if study.head == "native" else "softmax linear probes"
-    b.append(
-        Para(
-            f"{n_models} models compared on {where}, using {head} as C. Each ordered pair "
-            "A → B maps A's features into B's feature space with an affine map fitted on "
-            "training features, and labels them with B's classifier. Loss = "
-            "Acc(C_B(F_B)) − Acc(C_B(M F_A)) in points; a negative loss is a gain."
-        )
-    )
+def build_blocks(study: Study, figure_formats=FIGURE_FORMATS) -> list:
+    """The report's content, in order; ``figure_formats``: the figures' files besides PNG."""
+    b: list = [_header(study), Heading(1, "xnetmap study"), _intro(study)]
     if study.labelled:
-        if n_models > 2:
-            b.append(Heading(2, "Loss matrix (points)"))
-            b.append(matrix_table(study, "loss", "{:.1f}", "—", "loss_matrix"))
-            b.append(Heading(2, "Agreement matrix (% of samples)"))
-            b.append(matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"))
-        b.append(Heading(2, "Table 1"))
-        b.append(table1_table(study))
-        b.append(Heading(2, "Intervals and tests"))
-        b.append(
-            Para(
-                "95 % paired bootstrap intervals of the loss (the same resampled images for "
-                "both classifiers' inputs) and McNemar's test between B's predictions on its "
-                "own features and on A's mapped features (b: native right and mapped wrong; "
-                "c: native wrong and mapped right; exact binomial test when b + c < 25, "
-                "else chi-square with continuity correction)."
-            )
-        )
-        rows = []
-        for p in study.pairs:
-            rows.append(
-                (
-                    study.mapping(p.source, p.target),
-                    fmt(p.loss, "{:.2f}"),
-                    fmt_ci(p.loss_ci),
-                    fmt(p.top5_percent),
-                    fmt(None if p.agreement is None else 100 * p.agreement),
-                    fmt(p.mcnemar_b, "{:,}"),
-                    fmt(p.mcnemar_c, "{:,}"),
-                    fmt(p.mcnemar_statistic, "{:.3g}"),
-                    fmt_p(p.mcnemar_p),
-                    p.mcnemar_method or "n/a",
-                )
-            )
-        header = (
-            "Mapping",
-            "Loss",
-            "95% CI",
-            "Top-5 %",
-            "Agreement %",
-            "b",
-            "c",
-            "Statistic",
-            "p",
-            "Test",
-        )
-        b.append(Table(header, tuple(rows), name="intervals"))
-        b.append(Heading(3, "Native top-5"))
-        b.append(
-            Table(
-                ("Model", "Mapping", "Top-1 %", "Top-5 %"),
-                tuple(
-                    (m.name, study.mapping(m.name, m.name), fmt(m.percent), fmt(m.top5_percent))
-                    for m in study.models
-                ),
-                name="native_top5",
-            )
-        )
+        b += _labelled_blocks(study)
     else:
-        b.append(Para(LABEL_FREE_SENTENCE))
-        b.append(Heading(2, "Agreement matrix (% of samples)"))
-        b.append(matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"))
-        b.append(
-            Table(
-                ("Description", "Mapping", "Agreement %"),
-                tuple(
-                    (
-                        f"{p.source} to {p.target}",
-                        study.mapping(p.source, p.target),
-                        fmt(None if p.agreement is None else 100 * p.agreement),
-                    )
-                    for p in study.pairs
-                ),
-                name="agreement",
-            )
-        )
+        b += _label_free_blocks(study)
     if has_cka(study):
         b.append(Heading(2, "Representational similarity (linear CKA)"))
         b.append(
@@ -239,25 +169,178 @@ def build_blocks(study: Study) -> list:
             name="fit",
         )
     )
-    b.append(Heading(2, "Heatmaps"))
-    if study.labelled:
-        b.append(Image(LOSS_PNG, "Loss matrix (points)"))
-    b.append(Image(AGREEMENT_PNG, "Agreement matrix (%)"))
-    if has_cka(study):
-        b.append(Image(CKA_PNG, "Linear CKA matrix"))
-    b.append(Heading(2, "Settings"))
+    b += _figure_blocks(study, tuple(f for f in figure_formats if f != "png"))
+    b += _provenance_blocks(study)
+    b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
+    return b
+
+
+def _settings_items(study: Study) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(k), _setting(v)) for k, v in sorted({"head": study.head, **study.settings}.items())
+    )
+
+
+def _header(study: Study) -> Header:
+    codes = study.codes
+    return Header(
+        " vs ".join(study.names),
+        tuple((m.name, codes[m.name], m.sha256 or "n/a") for m in study.models),
+        _settings_items(study),
+    )
+
+
+def _intro(study: Study) -> Para:
+    val = _val(study)
+    n_val = study.models[0].n if study.models else 0
+    where = (
+        f"{val.description} ({format_count(n_val)} samples)"
+        if val
+        else (f"{format_count(n_val)} validation samples")
+    )
+    head = "their own classifiers" if study.head == "native" else "softmax linear probes"
+    return Para(
+        f"{len(study.models)} models compared on {where}, using {head} as C. Each ordered pair "
+        "A → B maps A's features into B's feature space with an affine map fitted on "
+        "training features, and labels them with B's classifier. Loss = "
+        "Acc(C_B(F_B)) − Acc(C_B(M F_A)) in points; a negative loss is a gain, and a loss "
+        f'whose 95 % interval contains 0 is read as "{NO_DIFFERENCE}".'
+    )
+
+
+def finding(study: Study, p) -> str:
+    """One sentence on a pair's loss, worded from its interval (see :mod:`.wording`)."""
+    reading = pair_reading(p)
+    what = f"{p.source} → {p.target} ({study.mapping(p.source, p.target)})"
+    if not reading:
+        return f"{what}: no loss measured."
+    ci = "" if p.loss_ci is None else f", 95 % CI {fmt_ci(p.loss_ci)}"
+    numbers = f"loss {format_points(p.loss)} points{ci}"
+    if reading == NO_DIFFERENCE:
+        return f"{what}: {NO_DIFFERENCE} ({numbers})."
+    size = format_points(abs(p.loss))
+    return f"{what}: a {reading} of {size} points ({numbers})."
+
+
+def _labelled_blocks(study: Study) -> list:
+    b: list = []
+    if len(study.models) > 2:
+        b.append(Heading(2, "Loss matrix (points)"))
+        b.append(matrix_table(study, "loss", "{:.1f}", "—", "loss_matrix"))
+        b.append(Heading(2, "Agreement matrix (% of samples)"))
+        b.append(matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"))
+    b.append(Heading(2, "Table 1"))
+    b.append(table1_table(study))
+    b.append(Heading(2, "Findings"))
+    b.append(Bullets(tuple(finding(study, p) for p in study.pairs)))
+    b.append(Heading(2, "Intervals and tests"))
     b.append(
-        Table(
-            ("Setting", "Value"),
-            tuple(
-                (str(k), _setting(v))
-                for k, v in sorted({"head": study.head, **study.settings}.items())
-            ),
-            name="settings",
+        Para(
+            "95 % paired bootstrap intervals of the loss (the same resampled images for "
+            "both classifiers' inputs) and McNemar's test between B's predictions on its "
+            "own features and on A's mapped features (b: native right and mapped wrong; "
+            "c: native wrong and mapped right; exact binomial test when b + c < 25, "
+            "else chi-square with continuity correction)."
         )
     )
-    b.append(Heading(2, "Provenance"))
+    b.append(_intervals_table(study))
+    b.append(Heading(3, "Native top-5"))
     b.append(
+        Table(
+            ("Model", "Mapping", "Top-1 %", "Top-5 %"),
+            tuple(
+                (m.name, study.mapping(m.name, m.name), fmt(m.percent), fmt(m.top5_percent))
+                for m in study.models
+            ),
+            name="native_top5",
+        )
+    )
+    return b
+
+
+def _intervals_table(study: Study) -> Table:
+    rows = []
+    for p in study.pairs:
+        rows.append(
+            (
+                study.mapping(p.source, p.target),
+                fmt(p.loss, "{:.2f}"),
+                fmt_ci(p.loss_ci),
+                pair_reading(p) or "n/a",
+                fmt(p.top5_percent),
+                fmt(None if p.agreement is None else 100 * p.agreement),
+                fmt(p.mcnemar_b, "{:,}"),
+                fmt(p.mcnemar_c, "{:,}"),
+                fmt(p.mcnemar_statistic, "{:.3g}"),
+                fmt_p(p.mcnemar_p),
+                p.mcnemar_method or "n/a",
+            )
+        )
+    header = (
+        "Mapping",
+        "Loss",
+        "95% CI",
+        "Reading",
+        "Top-5 %",
+        "Agreement %",
+        "b",
+        "c",
+        "Statistic",
+        "p",
+        "Test",
+    )
+    return Table(header, tuple(rows), name="intervals")
+
+
+def _label_free_blocks(study: Study) -> list:
+    return [
+        Para(LABEL_FREE_SENTENCE),
+        Heading(2, "Agreement matrix (% of samples)"),
+        matrix_table(study, "agreement", "{:.1f}", "—", "agreement_matrix"),
+        Table(
+            ("Description", "Mapping", "Agreement %"),
+            tuple(
+                (
+                    f"{p.source} to {p.target}",
+                    study.mapping(p.source, p.target),
+                    fmt(None if p.agreement is None else 100 * p.agreement),
+                )
+                for p in study.pairs
+            ),
+            name="agreement",
+        ),
+    ]
+
+
+def _figure_blocks(study: Study, formats: tuple[str, ...]) -> list:
+    def _figure(png: str, alt: str) -> Image:
+        stem = png.rsplit(".", 1)[0]
+        return Image(png, alt, tuple(f"{stem}.{ext}" for ext in formats))
+
+    b: list = [Heading(2, "Figures")]
+    if study.labelled:
+        b.append(
+            _figure(
+                FOREST_PNG,
+                "Loss of each mapping A → B with its 95 % interval, ordered by loss "
+                f"(open markers: interval contains 0, {NO_DIFFERENCE})",
+            )
+        )
+        b.append(_figure(LOSS_PNG, "Loss matrix (points; rows: source A, columns: target B)"))
+    b.append(_figure(AGREEMENT_PNG, "Agreement matrix (%; rows: source A, columns: target B)"))
+    if has_cka(study):
+        b.append(_figure(CKA_PNG, "Linear CKA matrix"))
+    if study.labelled:
+        b.append(Para(f"Table 1 as LaTeX (booktabs): {TABLE1_TEX}."))
+    return b
+
+
+def _provenance_blocks(study: Study) -> list:
+    codes = study.codes
+    b: list = [
+        Heading(2, "Settings"),
+        Table(("Setting", "Value"), _settings_items(study), name="settings"),
+        Heading(2, "Provenance"),
         Table(
             ("Code", "Model", "File", "SHA-256", "Features", "Cut"),
             tuple(
@@ -272,8 +355,8 @@ def build_blocks(study: Study) -> list:
                 for m in study.models
             ),
             name="models",
-        )
-    )
+        ),
+    ]
     if study.datasets:
         b.append(
             Table(
@@ -286,7 +369,6 @@ def build_blocks(study: Study) -> list:
             )
         )
     b.extend(_map_files(study))
-    b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
     return b
 
 

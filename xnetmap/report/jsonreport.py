@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
-from xnetmap.study.table import Study, table1_rows
+from xnetmap.errors import InputError
+from xnetmap.study.table import DatasetInfo, ModelResult, PairResult, Study, table1_rows
 
 SCHEMA = "xnetmap.study/1"
 
@@ -63,69 +65,40 @@ def _matrix(study: Study, attribute: str, diagonal):
     return out
 
 
+def _model_dict(m, code: str) -> dict:
+    return {
+        "name": m.name, "code": code, "path": m.path, "sha256": m.sha256,
+        "feature_dim": m.feature_dim, "cut": m.cut, "n": m.n, "correct": m.correct,
+        "percent": _num(m.percent), "top5_correct": m.top5_correct,
+        "top5_percent": _num(m.top5_percent),
+    }
+
+
+def _pair_dict(p, mapping: str) -> dict:
+    mc = None
+    if p.mcnemar_b is not None:
+        mc = {"b": p.mcnemar_b, "c": p.mcnemar_c, "statistic": _num(p.mcnemar_statistic),
+              "p_value": _num(p.mcnemar_p), "method": p.mcnemar_method}
+    return {
+        "source": p.source, "target": p.target, "mapping": mapping, "n": p.n,
+        "correct": p.correct, "percent": _num(p.percent), "native_correct": p.native_correct,
+        "loss": _num(p.loss),
+        "loss_ci": None if p.loss_ci is None else [_num(v) for v in p.loss_ci],
+        "top5_correct": p.top5_correct, "top5_percent": _num(p.top5_percent),
+        "agreement": _num(p.agreement), "mcnemar": mc,
+        "fit": {"cosine": _num(p.fit_cosine), "r2": _num(p.fit_r2)},
+        "cka": _num(p.cka), "map_path": p.map_path,
+    }
+
+
 def study_to_dict(study: Study) -> dict:
     """The JSON-able form of a study (see the module docstring for the structure)."""
-    codes = study.codes
     has_cka = any(p.cka is not None for p in study.pairs)
-    models = [
-        {
-            "name": m.name,
-            "code": codes[m.name],
-            "path": m.path,
-            "sha256": m.sha256,
-            "feature_dim": m.feature_dim,
-            "cut": m.cut,
-            "n": m.n,
-            "correct": m.correct,
-            "percent": _num(m.percent),
-            "top5_correct": m.top5_correct,
-            "top5_percent": _num(m.top5_percent),
-        }
-        for m in study.models
-    ]
-    pairs = []
-    for p in study.pairs:
-        mc = None
-        if p.mcnemar_b is not None:
-            mc = {
-                "b": p.mcnemar_b,
-                "c": p.mcnemar_c,
-                "statistic": _num(p.mcnemar_statistic),
-                "p_value": _num(p.mcnemar_p),
-                "method": p.mcnemar_method,
-            }
-        pairs.append(
-            {
-                "source": p.source,
-                "target": p.target,
-                "mapping": study.mapping(p.source, p.target),
-                "n": p.n,
-                "correct": p.correct,
-                "percent": _num(p.percent),
-                "native_correct": p.native_correct,
-                "loss": _num(p.loss),
-                "loss_ci": None if p.loss_ci is None else [_num(v) for v in p.loss_ci],
-                "top5_correct": p.top5_correct,
-                "top5_percent": _num(p.top5_percent),
-                "agreement": _num(p.agreement),
-                "mcnemar": mc,
-                "fit": {"cosine": _num(p.fit_cosine), "r2": _num(p.fit_r2)},
-                "cka": _num(p.cka),
-                "map_path": p.map_path,
-            }
-        )
     table1 = []
     if study.labelled:
-        table1 = [
-            {
-                "description": r.description,
-                "mapping": r.mapping,
-                "correct": r.correct,
-                "percent": _num(r.percent),
-                "loss": _num(r.loss),
-            }
-            for r in table1_rows(study)
-        ]
+        table1 = [{"description": r.description, "mapping": r.mapping, "correct": r.correct,
+                   "percent": _num(r.percent), "loss": _num(r.loss)}
+                  for r in table1_rows(study)]
     return {
         "schema": SCHEMA,
         "xnetmap_version": study.xnetmap_version,
@@ -137,8 +110,8 @@ def study_to_dict(study: Study) -> dict:
             {"role": d.role, "description": d.description, "fingerprint": d.fingerprint, "n": d.n}
             for d in study.datasets
         ],
-        "models": models,
-        "pairs": pairs,
+        "models": [_model_dict(m, study.codes[m.name]) for m in study.models],
+        "pairs": [_pair_dict(p, study.mapping(p.source, p.target)) for p in study.pairs],
         "matrices": {
             "models": study.names,
             "loss": _matrix(study, "loss", None) if study.labelled else None,
@@ -162,9 +135,6 @@ def study_from_dict(d: dict) -> Study:
 
     Raises InputError when the schema is missing or not ``xnetmap.study/1``.
     """
-    from xnetmap.errors import InputError
-    from xnetmap.study.table import DatasetInfo, ModelResult, PairResult
-
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         found = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise InputError(f"not an xnetmap study report: schema is {found!r}, expected {SCHEMA!r}")
@@ -225,10 +195,6 @@ def study_from_dict(d: dict) -> Study:
 
 def load_report(path) -> Study:
     """Read ``report.json`` back into a :class:`Study`."""
-    from pathlib import Path
-
-    from xnetmap.errors import InputError
-
     p = Path(path)
     try:
         d = json.loads(p.read_text(encoding="utf-8"))

@@ -36,8 +36,11 @@ def copy_maps(study: Study, map_files: dict, out: Path) -> tuple[Study, dict[str
     return replace(study, pairs=pairs), written
 
 
-def write_study(study: Study, map_files: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_study(study: Study, map_files: dict, out_dir: str | os.PathLike,
+                **report_options) -> dict[str, Path]:
     """Write the study's maps and reports into ``out_dir``.
+
+    ``report_options`` go to :func:`write_reports` (``loss_range``, ``formats``, ...).
 
     Returns
     -------
@@ -46,4 +49,4 @@ def write_study(study: Study, map_files: dict, out_dir: str | os.PathLike) -> di
     """
     out = make_output_dir(out_dir, "report folder")
     study, written = copy_maps(study, map_files, out)
-    return {**write_reports(study, out), **written}
+    return {**write_reports(study, out, **report_options), **written}
