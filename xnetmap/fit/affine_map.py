@@ -362,11 +362,10 @@ class AffineMap:
             extra["solve_seconds"] = time.perf_counter() - t0
             return W, b, [], extra
 
-        from ..backend import array_module, resolve_device  # noqa: PLC0415
+        from ..backend import compute_device, resolve_device  # noqa: PLC0415
         from .gd import GDConfig, fit_gd  # noqa: PLC0415
 
         device = resolve_device(self.device)
-        xp = array_module(device)
         t0 = time.perf_counter()
         if self.init == "lstsq":
             m = accumulate_moments(X, Y, train)
@@ -385,7 +384,7 @@ class AffineMap:
                        eval_init=self.init == "lstsq",
                        profile=bool(getattr(self, "profile_gemms", False)))
         res = fit_gd(X, Y, train, hold, mean_x=m.mean_x, cov_xx=m.cov_xx, W0=W0, b0=b0, cfg=cfg,
-                     xp=xp, on_epoch=progress)
+                     device=compute_device(device), on_epoch=progress)
         return res.W, res.b, res.history, {"device": device, "init_seconds": t_init,
                                            "batch_size": batch,
                                            "best_epoch": res.best_epoch,
