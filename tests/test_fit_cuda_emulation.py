@@ -156,9 +156,8 @@ def test_emulation_catches_a_missing_syncthreads():
     """The harness can fail: drop the barrier inside the reduction and the sums go wrong."""
     from xnetmap.fit.kernels import COSINE_LOSS_GRAD_SRC
 
-    broken = COSINE_LOSS_GRAD_SRC.replace(
-        "            sh[2 * bd + tid] += sh[2 * bd + tid + s];\n        }\n        __syncthreads();",
-        "            sh[2 * bd + tid] += sh[2 * bd + tid + s];\n        }")
+    tail = "            sh[2 * bd + tid] += sh[2 * bd + tid + s];\n        }"
+    broken = COSINE_LOSS_GRAD_SRC.replace(tail + "\n        __syncthreads();", tail)
     assert broken != COSINE_LOSS_GRAD_SRC
 
     class Broken(EmuDevice):

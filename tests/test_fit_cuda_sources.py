@@ -7,7 +7,6 @@ NVRTC comes from the PyPI packages ``nvidia-cuda-nvrtc`` and ``cuda-bindings``
 from __future__ import annotations
 
 import pytest
-
 from cudaemu.emulate import elementwise_cuda_source, nvrtc_compile
 
 from xnetmap.fit.kernels import RAW_KERNELS

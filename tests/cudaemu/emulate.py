@@ -206,7 +206,7 @@ class EmuElementwiseKernel:
             fn.restype = None
             self._fns[key] = fn
         fn = self._fns[key]
-        for v, (raw, _, _), arr in zip(vals, self.params, is_array):
+        for v, arr in zip(vals, is_array):
             if arr and v.dtype != arrays[0].dtype:
                 raise TypeError(f"{self.name}: mixed dtypes {v.dtype} and {arrays[0].dtype}")
         self.calls += 1

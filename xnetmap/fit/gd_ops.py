@@ -25,8 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .kernels import LossGradWork, cuda_loss_grad, cuda_row_cosine, numpy_loss_grad, \
-    numpy_row_cosine
+from .kernels import (
+    LossGradWork,
+    cuda_loss_grad,
+    cuda_row_cosine,
+    numpy_loss_grad,
+    numpy_row_cosine,
+)
 from .optim import cuda_nesterov, nesterov_step_numpy
 from .rows import iter_chunks, take_into
 
