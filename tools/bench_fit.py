@@ -70,8 +70,11 @@ def _sync(xp) -> None:
 
 def compare_kernels(xp, A, Y, batch: int) -> str:
     """Max differences between the CuPy kernels and their NumPy twins on one batch."""
+    from xnetmap.backend import CupyDevice
     from xnetmap.fit.kernels import LossGradWork, cuda_loss_grad, numpy_loss_grad
     from xnetmap.fit.optim import cuda_nesterov, nesterov_step_numpy
+
+    dev = CupyDevice(xp)
 
     rng = np.random.default_rng(2)
     W = (rng.standard_normal((Y.shape[1], A.shape[1])) * 0.05).astype(np.float32)
@@ -79,13 +82,13 @@ def compare_kernels(xp, A, Y, batch: int) -> str:
     T = Y[:batch]
     Pd = xp.asarray(P)
     loss_d, ysq_d = xp.empty(batch, np.float32), xp.empty(batch, np.float32)
-    cuda_loss_grad(xp)(Pd, xp.asarray(T), loss_d, ysq_d, 1.0 / batch)
+    cuda_loss_grad(dev)(Pd, xp.asarray(T), loss_d, ysq_d, 1.0 / batch)
     loss, _ = numpy_loss_grad(P, T, LossGradWork(batch, Y.shape[1]), scale=1.0 / batch)
     dg = float(np.max(np.abs(xp.asnumpy(Pd) - P)) / (np.max(np.abs(P)) + 1e-30))
     dl = float(np.max(np.abs(xp.asnumpy(loss_d) - loss)))
     p, v, g = (rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3))
     pd, vd = xp.asarray(p), xp.asarray(v)
-    cuda_nesterov(xp)(xp.asarray(g), xp.asarray(np.array([0.3], np.float32)), np.float32(0.5),
+    cuda_nesterov(dev)(xp.asarray(g), xp.asarray(np.array([0.3], np.float32)), np.float32(0.5),
                       pd, vd)
     nesterov_step_numpy(p, v, g, 0.3, 0.5, np.empty_like(p))
     do = float(np.max(np.abs(xp.asnumpy(pd) - p)))

@@ -17,11 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
+from ..backend import compute_device
 from ..errors import InputError, UsageError
+from ..fsutil import atomic_writer
+from ..runtime import resolve_device
 from .calibrate import MODES as CALIBRATIONS
 from .calibrate import apply_norm, fit_calibration
+from .gd import GDConfig, fit_gd
 from .kernels import EPS
+from .metrics import accumulate_metrics
 from .rows import as_rows, scan_rows
+from .solvers import accumulate_moments, solve_procrustes, solve_ridge
 from .store_rows import fit_on_stores
 
 SOLVERS = ("gd", "lstsq", "ridge", "procrustes")
@@ -189,7 +196,6 @@ class AffineMap:
         self.calibration_ = cal
         self.history_ = history
         self.n_features_in_, self.n_features_out_ = X.shape[1], Y.shape[1]
-        from .metrics import accumulate_metrics  # noqa: PLC0415
 
         eval_rows = hold if len(hold) else cal_rows
         self.metrics_ = accumulate_metrics(X, Y, eval_rows, self.W_, self.b_, eps=self.eps,
@@ -233,7 +239,6 @@ class AffineMap:
     def score(self, X: Any, Y: Any) -> float:
         """Mean cosine similarity between mapped ``X`` and ``Y`` (higher is better; 1 - E/2)."""
         self._check_fitted()
-        from .metrics import accumulate_metrics  # noqa: PLC0415
 
         X, Y = as_rows(X, "X"), as_rows(Y, "Y")
         if X.shape[0] != Y.shape[0] or Y.shape[1] != self.n_features_out_:
@@ -247,7 +252,6 @@ class AffineMap:
     def metadata(self, **extra: Any) -> dict:
         """JSON-able description of the fitted map (what :meth:`save` writes)."""
         self._check_fitted()
-        from .. import __version__  # noqa: PLC0415
 
         cal = {k: v for k, v in self.calibration_.items() if k not in ("norm_w", "norm_b")}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "xnetmap_version": __version__,
@@ -273,7 +277,6 @@ class AffineMap:
             arrays["norm_b"] = np.array(self.calibration_["norm_b"], np.float32)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from ..fsutil import atomic_writer  # noqa: PLC0415
 
         with atomic_writer(path) as fh:
             np.savez(fh, **arrays)
@@ -349,7 +352,6 @@ class AffineMap:
     def _solve(self, X: Any, Y: Any, train: np.ndarray, hold: np.ndarray,
                rng: np.random.Generator,
                progress: Any) -> tuple[np.ndarray, np.ndarray, list, dict]:
-        from .solvers import accumulate_moments, solve_procrustes, solve_ridge  # noqa: PLC0415
 
         if self.solver in ("lstsq", "ridge", "procrustes"):
             t0 = time.perf_counter()
@@ -361,12 +363,8 @@ class AffineMap:
             extra["solve_seconds"] = time.perf_counter() - t0
             return W, b, [], extra
 
-        from ..backend import array_module  # noqa: PLC0415
-        from ..runtime import resolve_device  # noqa: PLC0415
-        from .gd import GDConfig, fit_gd  # noqa: PLC0415
 
         device = resolve_device(self.device)
-        xp = array_module(device)
         t0 = time.perf_counter()
         if self.init == "lstsq":
             m = accumulate_moments(X, Y, train)
@@ -385,7 +383,7 @@ class AffineMap:
                        eval_init=self.init == "lstsq",
                        profile=bool(getattr(self, "profile_gemms", False)))
         res = fit_gd(X, Y, train, hold, mean_x=m.mean_x, cov_xx=m.cov_xx, W0=W0, b0=b0, cfg=cfg,
-                     xp=xp, on_epoch=progress)
+                     device=compute_device(device), on_epoch=progress)
         return res.W, res.b, res.history, {"device": device, "init_seconds": t_init,
                                            "batch_size": batch,
                                            "best_epoch": res.best_epoch,

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import UsageError
 from .kernels import EPS
 from .rows import iter_pairs
+from .solvers import cholesky_solve
 
 MODES = ("none", "scalar", "norm")
 
@@ -70,7 +71,6 @@ def fit_calibration(mode: str, X: Any, Y: Any, rows: np.ndarray, W: np.ndarray,
         a1 = np.hstack([a64 - shift, np.ones((len(a64), 1))])
         G += a1.T @ a1
         r += a1.T @ np.sqrt(np.einsum("ij,ij->i", y, y, dtype=np.float64))
-    from .solvers import cholesky_solve  # noqa: PLC0415
 
     coef, _ = cholesky_solve(G, r[:, None])
     w = coef[:d_in, 0]

@@ -32,7 +32,11 @@ import numpy as np
 NESTEROV_SRC = ("T g, raw T lr, T mu", "T p, T v", "v = mu * v + g; p -= lr[0] * (g + mu * v);")
 
 
-def nesterov_step_numpy(p: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, mu: float,
+#: Every ElementwiseKernel of this module: name -> (in_params, out_params, body).
+ELEMENTWISE_KERNELS = {"xnetmap_nesterov": NESTEROV_SRC}
+
+
+def nesterov_step_numpy(p: np.ndarray, v: np.ndarray, g: np.ndarray, lr: Any, mu: float,
                         tmp: np.ndarray) -> None:
     """In-place Nesterov step (NumPy twin of :data:`NESTEROV_SRC`).
 
@@ -40,18 +44,24 @@ def nesterov_step_numpy(p: np.ndarray, v: np.ndarray, g: np.ndarray, lr: float, 
     ----------
     p, v, g, tmp : ndarray of the same shape, float32
         Parameters, momentum buffer, gradient, scratch. ``p`` and ``v`` are updated.
-    lr, mu : float
-        Step size and momentum.
+    lr : float or ndarray of shape (1,), float32
+        Step size (the loop passes the one-element array it computed the step into).
+    mu : float
+        Momentum.
     """
     v *= mu
     v += g
     np.multiply(v, mu, out=tmp)
     tmp += g
-    tmp *= lr
+    np.multiply(tmp, lr, out=tmp)
     p -= tmp
 
 
-def cuda_nesterov(cp: Any) -> Any:
-    """The CuPy ElementwiseKernel for the update; call as ``k(g, lr, mu, p, v)``."""
+def cuda_nesterov(device: Any) -> Any:
+    """The ElementwiseKernel for the update on ``device`` (a backend device).
+
+    Call as ``k(g, lr, mu, p, v)``: ``lr`` a one-element float32 device array,
+    ``mu`` a float32 scalar; ``p`` and ``v`` are updated in place.
+    """
     in_params, out_params, body = NESTEROV_SRC
-    return cp.ElementwiseKernel(in_params, out_params, body, "xnetmap_nesterov")
+    return device.elementwise_kernel(in_params, out_params, body, "xnetmap_nesterov")
