@@ -435,3 +435,12 @@ def test_onnxruntime_memory_marker_refused(tmp_path):
     path = _with_location(tmp_path, "*/_ORT_MEM_ADDR_/*")
     with pytest.raises(ModelRejected, match="process memory"):
         load_model(path)
+
+
+def test_oversized_output_refused(tmp_path, capsys):
+    def edit(m):
+        m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2**40
+
+    path = _edited(tmp_path, edit)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3 and "graph output 'logits'" in text and "per sample" in text

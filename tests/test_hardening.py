@@ -190,3 +190,10 @@ def test_short_png_is_masked_and_reported_by_extract(stores, tmp_path):
     store = FeatureStore.open(tmp_path / "s")
     ids = list(store.ids)
     assert store.mask[ids.index(next(i for i in ids if i.endswith("short.png")))]
+
+
+def test_preprocess_size_over_the_pixel_limit_refused():
+    from xnetmap.data.preprocess import PreprocessSpec
+
+    with pytest.raises(InputError, match=r"preprocess size \[100000, 100000\].*over the limit"):
+        PreprocessSpec(size=[100000, 100000])

@@ -16,6 +16,7 @@ Order of checks (each refuses before the next one reads more):
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -130,6 +131,11 @@ def check_input_size(name: str, dims: list, where: str) -> None:
         )
 
 
+def _fixed_count(dims: list) -> int:
+    """Product of the fixed (positive integer) dims."""
+    return math.prod(d for d in dims if isinstance(d, int) and d > 0)
+
+
 def _dims(vi: onnx.ValueInfoProto) -> list:
     return [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
@@ -187,6 +193,12 @@ def check_graph_io(model: onnx.ModelProto, path: Path) -> None:
             elif len(dims) > MAX_RANK:
                 raise ModelRejected(
                     f"{path}: graph {kind} {vi.name!r} has rank {len(dims)}, over {MAX_RANK}"
+                )
+            elif kind == "output" and _fixed_count(dims[1:]) > MAX_INPUT_ELEMENTS:
+                # buffers for features/logits are sized from the declared output shape
+                raise ModelRejected(
+                    f"{path}: graph output {vi.name!r} has shape {_shape_text(dims)}, over "
+                    f"{MAX_INPUT_ELEMENTS:,} elements per sample; this is not an image classifier"
                 )
 
 
