@@ -7,6 +7,7 @@ Fails on any exit 5, traceback, signal or timeout. The engine and the long run
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "fuzz_models.py"
 def fuzz():
     spec = importlib.util.spec_from_file_location("fuzz_models", TOOL)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_models"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

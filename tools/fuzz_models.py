@@ -161,14 +161,32 @@ def _all_value_infos(m):
     return [*g.input, *g.output, *g.value_info]
 
 
+def _weight_ranges(case, data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of large initializer payloads inside the serialized model."""
+    if case.raw is not None:
+        return []
+    ranges = []
+    for init in case.model.graph.initializer:
+        if len(init.raw_data) >= 64:
+            start = data.find(init.raw_data)
+            if start >= 0:
+                ranges.append((start, start + len(init.raw_data)))
+    return ranges
+
+
 def mut_byte_flip(case, rng):
+    """Flip bits or bytes; half the time only outside the weights (the structure)."""
     data = bytearray(case.raw if case.raw is not None else case.model.SerializeToString())
+    weights = _weight_ranges(case, bytes(data)) if rng.random() < 0.5 else []
     k = int(rng.integers(1, 9))
     for _ in range(k):
-        i = int(rng.integers(len(data)))
+        for _attempt in range(50):
+            i = int(rng.integers(len(data)))
+            if not any(a <= i < b for a, b in weights):
+                break
         data[i] ^= 1 << int(rng.integers(8)) if rng.random() < 0.7 else int(rng.integers(256))
     case.raw = bytes(data)
-    return f"byte_flip x{k}"
+    return f"byte_flip x{k}{' (structure)' if weights else ''}"
 
 
 def mut_truncate(case, rng):
@@ -463,9 +481,28 @@ def write_case(case: Case, folder: Path) -> Path:
 
 
 # ---------------------------------------------------------------- running
+class _BuiltOnce:
+    """The typer app with its click command built once: typer rebuilds the whole
+    command tree on every call, most of a refused case's cost. Same command,
+    same ``xnetmap.cli.main`` error mapping around it."""
+
+    def __init__(self, app):
+        import typer.main
+
+        self.app = app
+        self.command = typer.main.get_command(app)
+
+    def __call__(self, *args, **kwargs):
+        return self.command(*args, **kwargs)
+
+
 def run_cli(args: list[str]) -> tuple[int, str]:
     """``xnetmap ARGS`` in this process: (exit code, stdout + stderr)."""
-    from xnetmap.cli import main
+    import xnetmap.cli as cli
+
+    if not isinstance(cli.app, _BuiltOnce):
+        cli.app = _BuiltOnce(cli.app)
+    main = cli.main
 
     out = io.StringIO()
     code = 0
