@@ -564,6 +564,7 @@ class Summary:
     cases: int = 0
     histogram: dict = field(default_factory=lambda: {"inspect": Counter(), "split": Counter()})
     failures: list = field(default_factory=list)
+    certificate_failed: list = field(default_factory=list)  # split exit 1: worth a look
     seconds: float = 0.0
 
     def text(self) -> str:
@@ -577,6 +578,9 @@ class Summary:
                      f"signals {sum(f['kind'] == 'signal' for f in self.failures)})")
         for f in self.failures[:20]:
             lines.append(f"  FAIL case {f['case']} {f['kind']}: {json.dumps(f)[:600]}")
+        for c in self.certificate_failed[:10]:
+            lines.append(f"  certificate failed (exit 1), case {c['case']}: {c['seed_model']} "
+                         f"{c['mutations']}")
         return "\n".join(lines)
 
 
@@ -640,6 +644,10 @@ def run_fuzz(cases: int | None, seed: int = 0, *, timeout: float = 60.0,
             else:
                 for run in result["runs"]:
                     summary.histogram[run["command"]][run["code"]] += 1
+                    if run["command"] == "split" and run["code"] == 1:
+                        summary.certificate_failed.append(
+                            {k: result[k] for k in ("case", "seed_model", "mutations")}
+                        )
                     if run["code"] not in USER_EXITS or run["traceback"]:
                         summary.failures.append({
                             "case": index, "kind": "exit 5" if run["code"] == 5 else "traceback",

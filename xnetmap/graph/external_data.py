@@ -162,6 +162,30 @@ def _byte_range(info: dict, size: int, model_path: Path, name: str, location: st
     return offset, length
 
 
+def _location_parts(model_path: Path, name: str, location: str) -> list[str]:
+    """The path components of a ``location``, refused when it is empty, absolute,
+    climbs with ``..``, holds a NUL or names onnxruntime's in-memory marker."""
+    if not location:
+        raise _refuse(model_path, name, location, "the location is empty")
+    if ORT_MEMORY_MARKER in location:
+        raise _refuse(model_path, name, location, "onnxruntime would read it from process memory")
+    if "\x00" in location:
+        raise _refuse(model_path, name, location, "the location contains a NUL byte")
+    if (
+        os.path.isabs(location)
+        or PureWindowsPath(location).is_absolute()
+        or location.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z]:", location)
+    ):
+        raise _refuse(model_path, name, location, "the location is an absolute path")
+    parts = [p for p in re.split(r"[\\/]+", location) if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(model_path, name, location, "the location contains '..'")
+    if not parts:
+        raise _refuse(model_path, name, location, "the location names no file")
+    return parts
+
+
 def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> list[ExternalRef]:
     """Check every external-data reference of ``model`` without reading any data.
 
@@ -196,26 +220,7 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
         name = tensor.name
         info = _entries(tensor, model_path)
         location = info.get("location", "")
-        if not location:
-            raise _refuse(model_path, name, location, "the location is empty")
-        if ORT_MEMORY_MARKER in location:
-            raise _refuse(
-                model_path, name, location, "onnxruntime would read it from process memory"
-            )
-        if "\x00" in location:
-            raise _refuse(model_path, name, location, "the location contains a NUL byte")
-        if (
-            os.path.isabs(location)
-            or PureWindowsPath(location).is_absolute()
-            or location.startswith(("/", "\\"))
-            or re.match(r"^[A-Za-z]:", location)
-        ):
-            raise _refuse(model_path, name, location, "the location is an absolute path")
-        parts = [p for p in re.split(r"[\\/]+", location) if p not in ("", ".")]
-        if ".." in parts:
-            raise _refuse(model_path, name, location, "the location contains '..'")
-        if not parts:
-            raise _refuse(model_path, name, location, "the location names no file")
+        parts = _location_parts(model_path, name, location)
         # Walk component by component with lstat: a symlink anywhere is refused
         # before realpath could follow it.
         current = folder

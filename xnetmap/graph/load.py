@@ -124,10 +124,12 @@ def check_input_size(name: str, dims: list, where: str) -> None:
     for d in sample_shape(dims):
         count *= d
     if count > MAX_INPUT_ELEMENTS:
+        symbolic = any(not isinstance(d, int) or d <= 0 for d in dims[1:])
+        assumed = f" (symbolic dims taken as {DEFAULT_SPATIAL})" if symbolic else ""
         raise ModelRejected(
-            f"{where}: input {name!r} has shape {_shape_text(dims)}: {count:.3g} elements "
-            f"per input (symbolic dims taken as {DEFAULT_SPATIAL}), over xnetmap's limit of "
-            f"{MAX_INPUT_ELEMENTS:,}; re-export the model with a realistic input shape"
+            f"{where}: input {name!r} has shape {_shape_text(dims)}: {count:.3g} elements in "
+            f"one input batch{assumed}, over xnetmap's limit of {MAX_INPUT_ELEMENTS:,}; "
+            "re-export the model with a realistic input shape"
         )
 
 
