@@ -221,7 +221,9 @@ def mut_missing_output(case, rng):
 def mut_dims(case, rng):
     vi = _pick(rng, _all_value_infos(case.model))
     dims = vi.type.tensor_type.shape.dim
-    value = _pick(rng, [0, -1, -7, 10**5, 2**31 - 1, 2**62, 10**9])
+    # huge values are all over the loader's input cap on every seed model: a dim that
+    # passes it (10**5 x 28 pixels) is a real, only slow, model, not a hang
+    value = _pick(rng, [0, -1, -7, 10**7, 2**31 - 1, 2**62, 10**9])
     if not dims:
         dims.add()
     d = dims[int(rng.integers(len(dims)))]
