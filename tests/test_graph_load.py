@@ -234,3 +234,213 @@ def test_file_sha256_matches_hashlib(tmp_path, good_bytes):
     path = tmp_path / "m.onnx"
     path.write_bytes(good_bytes)
     assert file_sha256(path) == hashlib.sha256(good_bytes).hexdigest()
+
+
+# ---- hardening: every bad input is a one-line refusal, never a traceback (issue 12) ----
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as code:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    return code.value.code, text
+
+
+def _both_commands(capsys, path, tmp_path) -> list[tuple[int, str]]:
+    return [
+        _cli(capsys, "inspect", path),
+        _cli(capsys, "split", path, "-o", tmp_path / "out", "--samples", "2"),
+    ]
+
+
+def test_location_not_utf8_refused_by_inspect_and_split(tmp_path, capsys):
+    path = _with_location(tmp_path, "PLACEHOLDER.bin")
+    path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER.bin", b"\xff\xfe\xfd-invalid.bin"))
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3
+        assert "refusing external data of tensor 'w1'" in text and "not valid UTF-8" in text
+
+
+@pytest.mark.parametrize("where", ["output", "input"])
+def test_unknown_element_type_refused(where, tmp_path, capsys):
+    def edit(m):
+        getattr(m.graph, where)[0].type.tensor_type.elem_type = 999
+
+    path = _edited(tmp_path, edit)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3
+        assert f"graph {where}" in text and "element type 999" in text
+
+
+def _input_dims(dims):
+    def edit(m):
+        shape = m.graph.input[0].type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            if isinstance(d, str):
+                shape.dim.add().dim_param = d
+            else:
+                shape.dim.add().dim_value = d
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "dims,words",
+    [
+        ([1] * 10000, ["rank 10000", "at most 64 dims"]),
+        (["N", 100000, 100000], ["[N, 100000, 100000]", "1e+10 elements"]),
+        (["N", 3, 2**31 - 1, 8], ["2147483647", "over xnetmap's limit"]),
+        (["N", 2**62, 8, 8], ["4611686018427387904", "over xnetmap's limit"]),
+        ([10**9, 3, 8, 8], ["[1000000000, 3, 8, 8]", "over xnetmap's limit"]),
+        (["N", "C", "H", "W", "D"], ["[N, C, H, W, D]", "symbolic dims taken as 224"]),
+    ],
+    ids=["rank10000", "1e5x1e5", "int32max", "2pow62", "batch1e9", "symbolic5d"],
+)
+def test_oversized_input_refused_before_allocating(dims, words, tmp_path, capsys):
+    """Refused at load (exit 3, input and shape named): nothing is allocated, so a
+    1e9 batch costs no memory (the certificate used to build it: 4.9 GB)."""
+    import resource
+
+    path = _edited(tmp_path, _input_dims(dims))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelRejected) as err:
+        load_model(path)
+    assert "input 'input'" in err.value.message
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3 and "input 'input'" in text
+        for word in words:
+            assert word in text
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+def test_random_inputs_refuse_what_they_cannot_build():
+    from xnetmap.graph.certificate import random_inputs
+
+    with pytest.raises(ModelRejected, match="over xnetmap's limit"):
+        random_inputs(np.float32, ["N", 3, 4096, 4096], 8)
+    with pytest.raises(ModelRejected, match="rank 70"):
+        random_inputs(np.float32, [1] * 70, 1)
+    X, notes = random_inputs(np.float16, ["N", 3, "H", "W"], 2, spatial=(5, 7))
+    assert X.shape == (2, 3, 5, 7) and X.dtype == np.float16 and "set to [5, 7]" in notes[0]
+
+
+# ---- custom domains and external-data keys (issue 11 items 11 and 12) ----
+
+
+def _with_unused_function(m, domain="com.microsoft"):
+    body = [onnx.helper.make_node("Identity", ["x"], ["y"])]
+    m.functions.append(
+        onnx.helper.make_function(
+            domain, "Unused", ["x"], ["y"], body, [onnx.helper.make_opsetid("", 17)]
+        )
+    )
+    m.opset_import.add(domain=domain, version=1)
+
+
+def test_unused_local_function_does_not_open_its_domain(tmp_path, capsys):
+    def edit(m):
+        _with_unused_function(m, "com.example")
+        m.graph.node[1].domain = "com.example"
+
+    path = _edited(tmp_path, edit)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3 and "custom-domain operators" in text and "com.example.Relu" in text
+
+
+def test_custom_node_inside_a_local_function_refused(tmp_path):
+    def edit(m):
+        body = [onnx.helper.make_node("FusedGemm", ["x"], ["y"], domain="com.microsoft")]
+        m.functions.append(
+            onnx.helper.make_function(
+                "local", "Wrap", ["x"], ["y"], body,
+                [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.microsoft", 1)],
+            )
+        )
+        m.opset_import.add(domain="local", version=1)
+        m.graph.node[1].op_type, m.graph.node[1].domain = "Wrap", "local"
+
+    with pytest.raises(ModelRejected, match=r"com\.microsoft\.FusedGemm"):
+        load_model(_edited(tmp_path, edit))
+
+
+def test_local_function_call_is_accepted(tmp_path):
+    def edit(m):
+        body = [onnx.helper.make_node("Relu", ["x"], ["y"])]
+        m.functions.append(
+            onnx.helper.make_function(
+                "local", "MyRelu", ["x"], ["y"], body, [onnx.helper.make_opsetid("", 17)]
+            )
+        )
+        m.opset_import.add(domain="local", version=1)
+        m.graph.node[1].op_type, m.graph.node[1].domain = "MyRelu", "local"
+
+    assert load_model(_edited(tmp_path, edit)).functions[0].name == "MyRelu"
+
+
+def test_epcontext_always_refused_and_its_file_never_read(layout, tmp_path, capsys):
+    model_dir, sentinel = layout
+    atime = sentinel.stat().st_atime_ns
+
+    def edit(m):
+        _with_unused_function(m)  # the bypass: a local function in com.microsoft
+        node = m.graph.node[1]
+        node.op_type, node.domain = "EPContext", "com.microsoft"
+        node.attribute.append(onnx.helper.make_attribute("ep_cache_context", str(sentinel)))
+        node.attribute.append(onnx.helper.make_attribute("embed_mode", 0))
+
+    path = _edited(model_dir, edit)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3 and "EPContext" in text and "never runs those" in text
+        assert SENTINEL[:24].decode() not in text
+    if _atime_works(tmp_path):
+        assert sentinel.stat().st_atime_ns == atime
+
+
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        ({"basepath": "."}, ["unknown external-data key 'basepath'", "tensor 'w1'"]),
+        ({"foo": "1"}, ["unknown external-data key 'foo'", "tensor 'w1'"]),
+        ({"offset": "0x0"}, ["offset '0x0'", "not an integer"]),
+        ({"offset": " 0"}, ["offset ' 0'", "not an integer"]),
+    ],
+)
+def test_unknown_or_odd_external_data_keys_refused(extra, words, tmp_path, capsys):
+    (tmp_path / "w.bin").write_bytes(np.zeros(24, np.float32).tobytes())
+    path = _with_location(tmp_path, "w.bin", **extra)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3
+        for word in words:
+            assert word in text
+
+
+def test_checksum_key_accepted_repeated_key_refused(tmp_path):
+    (tmp_path / "w.bin").write_bytes(np.zeros(24, np.float32).tobytes())
+    assert load_model(_with_location(tmp_path, "w.bin", checksum="abc")) is not None
+    path = _with_location(tmp_path, "w.bin")
+    model = onnx.load(str(path), load_external_data=False)
+    model.graph.initializer[0].external_data.add(key="location", value="other.bin")
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelRejected, match="gives the external-data key 'location' twice"):
+        load_model(path)
+
+
+def test_onnxruntime_memory_marker_refused(tmp_path):
+    folder = tmp_path / "*" / "_ORT_MEM_ADDR_"
+    folder.mkdir(parents=True)
+    (folder / "*").write_bytes(np.zeros(24, np.float32).tobytes())
+    path = _with_location(tmp_path, "*/_ORT_MEM_ADDR_/*")
+    with pytest.raises(ModelRejected, match="process memory"):
+        load_model(path)
+
+
+def test_oversized_output_refused(tmp_path, capsys):
+    def edit(m):
+        m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2**40
+
+    path = _edited(tmp_path, edit)
+    for code, text in _both_commands(capsys, path, tmp_path):
+        assert code == 3 and "graph output 'logits'" in text and "per sample" in text

@@ -401,6 +401,8 @@ def fit_cmd(
 ) -> None:
     """Fit the affine map SOURCE_STORE features -> TARGET_STORE features into a map file."""
     import json
+    import math
+    from numbers import Real
 
     from .fit import fit_map
 
@@ -422,8 +424,9 @@ def fit_cmd(
                "n_masked": amap.info_.get("n_masked", 0),
                "n_zero_target_rows": amap.info_["n_zero_target_rows"],
                "epochs_run": len(amap.history_), "seconds": amap.info_["fit_seconds"]}
-    if as_json:
-        typer.echo(json.dumps(summary))
+    if as_json:  # NaN/inf (r2 of a constant target) is not JSON: null
+        typer.echo(json.dumps({k: None if isinstance(v, Real) and not math.isfinite(v) else v
+                               for k, v in summary.items()}))
     elif not quiet:
         typer.echo(
             f"wrote {out}: {solver} map {amap.n_features_in_} -> {amap.n_features_out_}, "

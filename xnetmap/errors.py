@@ -57,3 +57,17 @@ class InternalError(XnetmapError):
     """An invariant broke: a bug in xnetmap. The CLI prints the traceback."""
 
     exit_code = 5
+
+
+class OutputNotWritten(InputError, OSError):
+    """Writing an output file failed: disk full, quota, file too large, read-only
+    file system, a folder in the way (exit 2; nothing partial is left behind).
+
+    Also an ``OSError`` carrying the original ``errno``, ``strerror`` and
+    ``filename``, so a caller that turns a failed write into its own message
+    (the feature store, split) keeps doing so.
+    """
+
+    def __init__(self, message: str, *, errno=None, strerror=None, filename=None):
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = errno, strerror, filename

@@ -48,7 +48,10 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
     ----------
     path : path
         Final location; its folder is created if missing. A folder that cannot
-        be created or written raises :class:`xnetmap.errors.InputError`.
+        be created or written, and a write that fails (disk full, quota, file
+        too large, read-only file system), raise :class:`xnetmap.errors.InputError`
+        (:class:`~xnetmap.errors.OutputNotWritten` for the latter, exit 2) after
+        removing the temp file: the old content of ``path``, if any, stays.
     mode : int, optional
         File permissions; default :func:`umask_mode`.
     """
@@ -69,6 +72,20 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename not in (None, tmp, str(path)):
+            raise  # about another file the block read: not this write's failure
+        # disk full, quota, file too large, read-only: the user's output, not a bug
+        from .errors import OutputNotWritten
+
+        raise OutputNotWritten(
+            f"cannot write {path} ({err.strerror or err}); nothing was written there: free "
+            "space or choose another output path",
+            errno=err.errno,
+            strerror=err.strerror,
+            filename=str(path),
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -493,7 +493,8 @@ def open_dataset(
     Raises
     ------
     InputError
-        Missing path, unknown kind, or a malformed dataset (the message names the file).
+        Missing path, unknown kind, a malformed dataset (the message names the
+        file), or a dataset with no samples.
     """
     text = os.fspath(spec)
     kind = None
@@ -517,6 +518,15 @@ def open_dataset(
         raise InputError(f"dataset {path} does not exist")
     if kind is None:
         kind = _detect_kind(path, labels_p)
+    ds = _open_kind(kind, path, labels_p, ci)
+    if len(ds) == 0:
+        raise InputError(
+            f"dataset {spec!s} ({kind}) has no samples; give a dataset with at least one image"
+        )
+    return ds
+
+
+def _open_kind(kind: str, path: Path, labels_p: Path | None, ci: Path | None) -> Dataset:
     if kind == "folder":
         return _open_folder(path, ci)
     if kind == "flat":

@@ -24,13 +24,18 @@ the same pixels (only their own preprocessing differs):
   an image over the limit raises :class:`UnreadableImage` naming the file and
   the reason. Nothing is ever substituted; the caller's ``max_bad`` policy
   decides what happens next. Truncated images are not "repaired"
-  (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False).
+  (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False). A PNG whose compressed
+  pixel stream ends cleanly but early (Pillow fills the missing rows with
+  zeros without a word) is unreadable too: its inflated length is checked
+  against the size its header declares.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +88,58 @@ def _to_canonical(img, path: str):
         raise UnreadableImage(path, f"unsupported image mode {mode!r}: {err}") from err
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # (x0, y0, dx, dy) of the seven interlace passes
+
+
+def _png_expected_bytes(width: int, height: int, bits: int, interlaced: bool) -> int:
+    """Inflated size of a PNG's pixel data: each row is one filter byte plus its samples."""
+    def rows(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if not interlaced:
+        return rows(width, height)
+    return sum(
+        rows((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
+        for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def png_short_reason(data: bytes) -> str | None:
+    """Why a PNG's pixel data is shorter than its header says, or None when complete.
+
+    Inflates the IDAT stream in 1 MiB pieces, counting bytes (nothing is kept).
+    """
+    pos, width, height, bits, interlaced, inflater, total = 8, 0, 0, 0, False, None, 0
+    while pos + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR" and len(body) >= 13:
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+            bits, interlaced = depth * _PNG_CHANNELS.get(colour, 1), interlace == 1
+            inflater = zlib.decompressobj()
+        elif kind == b"IDAT" and inflater is not None:
+            try:
+                total += len(inflater.decompress(body, 1 << 20))
+                while inflater.unconsumed_tail:
+                    total += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
+            except zlib.error as err:
+                return f"PNG pixel data is corrupt ({err})"
+        elif kind == b"IEND":
+            break
+    if inflater is None:
+        return None
+    expected = _png_expected_bytes(width, height, bits, interlaced)
+    if total < expected:
+        return (
+            f"PNG pixel data ends early: {total:,} of {expected:,} bytes "
+            f"({width}x{height}); the missing rows would be zeros"
+        )
+    return None
+
+
 def decode_image(path: str | os.PathLike):
     """Open, fully decode and normalise one image file.
 
@@ -99,8 +156,8 @@ def decode_image(path: str | os.PathLike):
     Raises
     ------
     UnreadableImage
-        Missing, truncated, not an image, over :data:`MAX_PIXELS`, or an
-        unsupported mode.
+        Missing, truncated (a PNG whose pixel stream ends early included), not
+        an image, over :data:`MAX_PIXELS`, or an unsupported mode.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -119,6 +176,11 @@ def decode_image(path: str | os.PathLike):
                         f"limit of {MAX_PIXELS:,} pixels",
                     )
                 img.load()
+                if img.format == "PNG":
+                    fh.seek(0)
+                    reason = png_short_reason(fh.read())
+                    if reason is not None:
+                        raise UnreadableImage(path, reason)
                 img = ImageOps.exif_transpose(img)
                 return _to_canonical(img, str(path))
     except UnreadableImage:

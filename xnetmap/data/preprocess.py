@@ -83,6 +83,13 @@ class PreprocessSpec:
             raise InputError(f"preprocess size {self.size!r} is not [H, W]") from err
         if len(size) != 2 or min(size) <= 0:
             raise InputError(f"preprocess size {self.size!r} must be two positive integers [H, W]")
+        from .decode import MAX_PIXELS
+
+        if size[0] * size[1] > MAX_PIXELS:  # the decoder's own limit: never build more
+            raise InputError(
+                f"preprocess size {list(size)} is {size[0] * size[1]:,} pixels, over the limit "
+                f"of {MAX_PIXELS:,}; use a smaller --size"
+            )
         object.__setattr__(self, "size", size)
         if self.resize is not None:
             if int(self.resize) <= 0:

@@ -9,7 +9,6 @@ target is never opened.
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import stat
@@ -20,6 +19,13 @@ from pathlib import Path, PureWindowsPath
 import onnx
 
 from ..errors import ModelRejected
+from ..fsutil import may_reference_external_data  # noqa: F401 - re-exported
+
+#: The external-data keys onnxruntime understands; any other key makes it fail
+#: later with "model format error!" naming no tensor, so the loader refuses it.
+KNOWN_KEYS = ("location", "offset", "length", "checksum")
+#: onnxruntime reads ``offset`` as a memory address when ``location`` is this marker.
+ORT_MEMORY_MARKER = "_ORT_MEM_ADDR_"
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,78 @@ def _refuse(model_path: Path, tensor: str, location: str, why: str) -> ModelReje
     )
 
 
+def _entries(tensor: onnx.TensorProto, model_path: Path) -> dict[str, str]:
+    """The tensor's external-data entries as text, each key known and given once."""
+    info: dict[str, str] = {}
+    name = tensor.name
+    for entry in tensor.external_data:
+        key, value = entry.key, entry.value
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ModelRejected(
+                f"{model_path}: refusing external data of tensor {name!r}: its entry "
+                f"{key[:60]!r}: {value[:60]!r} is not valid UTF-8 text; the file is damaged or was "
+                "written by a buggy exporter"
+            )
+        if key not in KNOWN_KEYS:
+            raise ModelRejected(
+                f"{model_path}: tensor {name!r} has the unknown external-data key {key!r} "
+                f"(known: {', '.join(KNOWN_KEYS)}); onnxruntime cannot load it: re-save the "
+                "model with onnx.save_model(..., save_as_external_data=True)"
+            )
+        if key in info:
+            raise ModelRejected(
+                f"{model_path}: tensor {name!r} gives the external-data key {key!r} twice; "
+                "re-save the model with onnx.save_model(..., save_as_external_data=True)"
+            )
+        info[key] = value
+    return info
+
+
+def _byte_range(info: dict, size: int, model_path: Path, name: str, location: str):
+    """(offset, length) from the entries, checked as plain decimal integers inside
+    a ``size``-byte file."""
+    for key in ("offset", "length"):
+        if key in info and not re.fullmatch(r"[0-9]{1,20}", info[key]):
+            raise _refuse(
+                model_path, name, location,
+                f"{key} {info[key][:40]!r} is not an integer >= 0 (negative, or not plain digits)",
+            )
+    offset = int(info.get("offset", "0"))
+    length = int(info["length"]) if "length" in info else size - offset
+    if length < 0 or offset + length > size:
+        raise _refuse(
+            model_path,
+            name,
+            location,
+            f"offset {offset} + length {length} lies beyond the end of the {size}-byte file",
+        )
+    return offset, length
+
+
+def _location_parts(model_path: Path, name: str, location: str) -> list[str]:
+    """The path components of a ``location``, refused when it is empty, absolute,
+    climbs with ``..``, holds a NUL or names onnxruntime's in-memory marker."""
+    if not location:
+        raise _refuse(model_path, name, location, "the location is empty")
+    if ORT_MEMORY_MARKER in location:
+        raise _refuse(model_path, name, location, "onnxruntime would read it from process memory")
+    if "\x00" in location:
+        raise _refuse(model_path, name, location, "the location contains a NUL byte")
+    if (
+        os.path.isabs(location)
+        or PureWindowsPath(location).is_absolute()
+        or location.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z]:", location)
+    ):
+        raise _refuse(model_path, name, location, "the location is an absolute path")
+    parts = [p for p in re.split(r"[\\/]+", location) if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(model_path, name, location, "the location contains '..'")
+    if not parts:
+        raise _refuse(model_path, name, location, "the location names no file")
+    return parts
+
+
 def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> list[ExternalRef]:
     """Check every external-data reference of ``model`` without reading any data.
 
@@ -129,7 +207,8 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
         Absolute location, ``..``, a path resolving outside the model folder, a
         symlink or hardlink anywhere on the way, a missing or non-regular file,
         a negative or non-integer offset/length, a range beyond the end of the
-        file, or a length that does not match the tensor's shape.
+        file, a length that does not match the tensor's shape, an unknown or
+        repeated key, text that is not UTF-8, onnxruntime's in-memory marker.
     """
     model_path = Path(model_path)
     folder = model_path.parent if str(model_path.parent) else Path(".")
@@ -139,24 +218,9 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
         if not is_external(tensor):
             continue
         name = tensor.name
-        info = {entry.key: entry.value for entry in tensor.external_data}
+        info = _entries(tensor, model_path)
         location = info.get("location", "")
-        if not location:
-            raise _refuse(model_path, name, location, "the location is empty")
-        if "\x00" in location:
-            raise _refuse(model_path, name, location, "the location contains a NUL byte")
-        if (
-            os.path.isabs(location)
-            or PureWindowsPath(location).is_absolute()
-            or location.startswith(("/", "\\"))
-            or re.match(r"^[A-Za-z]:", location)
-        ):
-            raise _refuse(model_path, name, location, "the location is an absolute path")
-        parts = [p for p in re.split(r"[\\/]+", location) if p not in ("", ".")]
-        if ".." in parts:
-            raise _refuse(model_path, name, location, "the location contains '..'")
-        if not parts:
-            raise _refuse(model_path, name, location, "the location names no file")
+        parts = _location_parts(model_path, name, location)
         # Walk component by component with lstat: a symlink anywhere is refused
         # before realpath could follow it.
         current = folder
@@ -186,21 +250,7 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
             raise _refuse(
                 model_path, name, location, f"it is a hardlink ({st.st_nlink} links to one file)"
             )
-        try:
-            offset = int(info.get("offset", "0"))
-            length = int(info["length"]) if "length" in info else st.st_size - offset
-        except ValueError:
-            raise _refuse(model_path, name, location, "offset/length is not an integer") from None
-        if offset < 0 or length < 0:
-            raise _refuse(model_path, name, location, "offset/length is negative")
-        if offset + length > st.st_size:
-            raise _refuse(
-                model_path,
-                name,
-                location,
-                f"offset {offset} + length {length} lies beyond the end of the "
-                f"{st.st_size}-byte file",
-            )
+        offset, length = _byte_range(info, st.st_size, model_path, name, location)
         expected = _tensor_nbytes(tensor)
         if expected is not None and expected != length:
             raise _refuse(
@@ -212,16 +262,3 @@ def validate_external_data(model: onnx.ModelProto, model_path: str | Path) -> li
             )
         refs.append(ExternalRef(name, location, current, offset, length))
     return refs
-
-
-def may_reference_external_data(path: Path) -> bool:
-    """Conservative, without parsing: True when the file holds the protobuf entry
-    ``key: "location"``, which every tensor stored as external data carries. False
-    means the model certainly has no external data; a false positive only costs the
-    caller its slow path.
-    """
-    with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return False
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            return mm.find(b"\x0a\x08location") >= 0

@@ -52,7 +52,7 @@ def _optimized_key(ort, path: Path, model_sha256: str | None) -> str | None:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _options(ort, threads: int | None, optimize: bool = True):
+def _options(ort, threads: int | None, optimize: bool = True, prepack: bool = True):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
@@ -66,6 +66,8 @@ def _options(ort, threads: int | None, optimize: bool = True):
     # and spinning threads burn the cycles they need (measured here: ~10% less CPU per
     # ResNet-50 image and faster small models on a busy 2-core machine).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     return opts
 
 
@@ -82,7 +84,7 @@ def _providers(ort, dev: str) -> list[Any]:
 
 def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
                  threads: int | None = None, model_sha256: str | None = None,
-                 cache_optimized: bool = True):
+                 cache_optimized: bool = True, prepack: bool = True):
     """Open an onnxruntime session on ``device`` with sensible thread settings.
 
     On the CPU the graph optimised by onnxruntime (``ORT_ENABLE_ALL``) is cached on
@@ -103,6 +105,9 @@ def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
         The file's sha256 when the caller already knows it (saves hashing it again).
     cache_optimized : bool
         Use and fill the optimized-graph cache (CPU, files only).
+    prepack : bool
+        Let onnxruntime prepack Gemm/MatMul weights (faster runs, a second copy of
+        the weights in memory); False for one-off runs of big models.
 
     Returns
     -------
@@ -127,7 +132,7 @@ def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
     if threads is not None and int(threads) < 0:
         raise UsageError(f"--threads must be >= 0 (0 = all cores), got {threads}")
     dev = resolve_device(device, needs_cupy=False)
-    opts = _options(ort, threads)
+    opts = _options(ort, threads, prepack=prepack)
     providers = _providers(ort, dev)
     if dev == "cuda":
         # onnxruntime prints multi-line C++ logs when CUDA libraries are missing; we raise
