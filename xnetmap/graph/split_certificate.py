@@ -49,7 +49,7 @@ class CertificateRequest:
 
 
 def precision(model: onnx.ModelProto, types: dict[str, int], input_name: str) -> str:
-    """"fp16" when the model's input, outputs or most float weights are half precision."""
+    """ "fp16" when the model's input, outputs or most float weights are half precision."""
     half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
     if types.get(input_name) in half or any(types.get(o.name) in half for o in model.graph.output):
         return "fp16"

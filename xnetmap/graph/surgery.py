@@ -158,7 +158,10 @@ def _check_closed(graph, part: str) -> None:
     stray = sorted(
         t.name
         for t in graph.tensors().values()
-        if isinstance(t, gs.Variable) and not t.inputs and t.outputs and t.name
+        if isinstance(t, gs.Variable)
+        and not t.inputs
+        and t.outputs
+        and t.name
         and t.name not in inputs
     )
     if stray:
