@@ -590,3 +590,21 @@ def test_output_that_the_model_reads_is_refused(tmp_path, data_name):
     assert code == 2 and "refusing to write" in out and "reads that file" in out
     assert data.read_bytes() == before
     assert split_model(path, tmp_path / "elsewhere", samples=2).certificate["passed"]
+
+
+def test_weight_named_features_is_renamed_in_the_part_only(tmp_path):
+    from xnetmap.graph import load_model, split_model_proto
+
+    fx = fm.resnet_gemm()
+    gemm = next(n for n in fx.model.graph.node if n.op_type == "Gemm")
+    weight = next(t for t in fx.model.graph.initializer if t.name == gemm.input[1])
+    weight.name = gemm.input[1] = "features"
+    path = tmp_path / "m.onnx"
+    fm.save(fx.model, path)
+    model = load_model(path, load_external_data=False)
+    before = model.SerializeToString()
+    result = split_model_proto(model, path, fm_sha256(path), tmp_path / "out", samples=2)
+    assert model.SerializeToString() == before and result.certificate["passed"]
+    C = onnx.load(str(result.classifier_path))
+    assert [i.name for i in C.graph.input] == ["features"]
+    assert "features__xnetmap0" in {t.name for t in C.graph.initializer}

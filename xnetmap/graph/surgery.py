@@ -92,10 +92,6 @@ def _scopes(graph) -> list:
     return [graph, *graph.subgraphs(recursive=True)]
 
 
-def _all_names(graph) -> set[str]:
-    return {name for scope in _scopes(graph) for name in scope.tensors()}
-
-
 def _unique(names: set[str], base: str) -> str:
     k = 0
     while f"{base}__xnetmap{k}" in names:
@@ -103,22 +99,26 @@ def _unique(names: set[str], base: str) -> str:
     return f"{base}__xnetmap{k}"
 
 
-def _free_name(graph, name: str) -> None:
-    """Rename any tensor called ``name`` (in any scope) so the part can use it."""
-    gs = _gs()
-    names = _all_names(graph)
-    for scope in _scopes(graph):
-        tensor = scope.tensors().get(name)
+def _free_name(graph, name: str) -> set[str]:
+    """Rename any tensor called ``name`` (in any scope) so the part can use it;
+    returns every tensor name in the graph."""
+    from onnx_graphsurgeon.ir.tensor import Constant, LazyValues
+
+    scopes = [scope.tensors() for scope in _scopes(graph)]
+    names = {n for tensors in scopes for n in tensors}
+    for tensors in scopes:
+        tensor = tensors.get(name)
         if tensor is None or tensor.name != name:
-            continue
-        if isinstance(tensor, gs.Constant) and isinstance(tensor._values, gs.ir.tensor.LazyValues):
+            continue  # absent, or already renamed through an outer scope
+        if isinstance(tensor, Constant) and isinstance(tensor._values, LazyValues):
             # export writes the name into the lazy TensorProto: give it its own copy so
             # the caller's ModelProto keeps its names
             copied = onnx.TensorProto()
             copied.CopyFrom(tensor._values.tensor)
-            tensor._values = gs.ir.tensor.LazyValues(copied)
+            tensor._values = LazyValues(copied)
         tensor.name = _unique(names, name)
         names.add(tensor.name)
+    return names
 
 
 def _batch_dim(graph):
@@ -232,14 +232,14 @@ def classifier_part(
     tensors = graph.tensors()
     cut_tensor, kept = tensors[cut], [tensors[name] for name in outputs]
     batch = _batch_dim(graph)
-    _free_name(graph, FEATURES)
+    names = _free_name(graph, FEATURES)
     cut_tensor.inputs.clear()  # detach the cut from everything upstream of it
     features = gs.Variable(FEATURES, dtype=elem_type, shape=[batch, feature_dim])
     if len(cut_shape) == 2:
         restore = gs.Node("Identity", "xnetmap_restore", inputs=[features], outputs=[cut_tensor])
     else:
         target = np.array([-1, *[int(d) for d in cut_shape[1:]]], dtype=np.int64)
-        shape = gs.Constant(_unique(_all_names(graph), "xnetmap_cut_shape"), target)
+        shape = gs.Constant(_unique(names, "xnetmap_cut_shape"), target)
         restore = gs.Node(
             "Reshape", "xnetmap_restore", inputs=[features, shape], outputs=[cut_tensor]
         )
