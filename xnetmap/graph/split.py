@@ -261,7 +261,14 @@ def split_model_proto(
         certificate = None
         if verify:
             certificate = run_certificate(
-                model, model_path, files, plan, ix.graph_inputs[0], request, ix.types
+                model,
+                model_path,
+                (files.features, files.classifier),
+                input_name=ix.graph_inputs[0],
+                logits_name=plan.logits_name,
+                output_names=plan.outputs,
+                request=request,
+                types=ix.types,
             )
         record = _record(model, model_path, sha256, cut, ix, plan, files, parts, certificate)
         try:

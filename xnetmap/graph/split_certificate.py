@@ -8,16 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from .certificate import TOLERANCES, certify, image_inputs, input_spec, random_inputs
-
-if TYPE_CHECKING:  # annotations only
-    from .plan import SplitPlan
-    from .split import SplitFiles
 
 CERT_BATCH = 8  # certificate inputs per onnxruntime run (bounded memory on big models)
 
@@ -96,24 +91,27 @@ def _inputs(
 def run_certificate(
     model: onnx.ModelProto,
     model_path: Path,
-    files: SplitFiles,
-    plan: SplitPlan,
+    parts: tuple[Path, Path],
+    *,
     input_name: str,
+    logits_name: str,
+    output_names: list[str],
     request: CertificateRequest,
     types: dict[str, int] | None = None,
 ) -> dict:
-    """Certify C(F(x)) against the model; the dict split.json records."""
+    """Certify C(F(x)) against the model, ``parts`` = (F path, C path); returns the
+    dict split.json records. ``types``: tensor element types (fp16 detection)."""
     kind = precision(model, types or {}, input_name)
     d_atol, d_rtol = TOLERANCES[kind]
     X, notes, source, batch = _inputs(model, input_name, request)
     certificate = certify(
         model_path,
-        files.features,
-        files.classifier,
+        parts[0],
+        parts[1],
         X,
         input_name=input_name,
-        logits_name=plan.logits_name,
-        output_names=plan.outputs,
+        logits_name=logits_name,
+        output_names=output_names,
         atol=d_atol if request.atol is None else request.atol,
         rtol=d_rtol if request.rtol is None else request.rtol,
         fixed_batch=batch,
