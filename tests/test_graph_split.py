@@ -644,3 +644,29 @@ def test_certificate_on_images_reads_preprocessing_from_the_loaded_model(tmp_pat
     )
     assert parses.paths == []
     assert result.certificate["passed"] and result.certificate["inputs"] == f"images from {images}"
+
+
+def test_subgraph_reading_outer_tensors_before_the_cut(tmp_path):
+    """An If whose branches read a tensor of the main graph (implicit input):
+    graphsurgeon's cleanup and toposort keep the producer in F."""
+    from onnx import helper
+
+    b = fm.Builder()
+    h = b.stem("input")
+    cond = b.const(np.array(True), dtype=np.bool_)
+    branches = {
+        key: helper.make_graph(
+            [helper.make_node(op, [h], [f"{key}_out"])],
+            key,
+            [],
+            [helper.make_tensor_value_info(f"{key}_out", onnx.TensorProto.FLOAT, None)],
+        )
+        for key, op in (("then_branch", "Relu"), ("else_branch", "Sigmoid"))
+    }
+    b.nodes.append(helper.make_node("If", [cond], ["branch"], name="if", **branches))
+    pool = b.op("GlobalAveragePool", ["branch"], out="pool")
+    b.gemm(b.op("Flatten", [pool], axis=1), 16, 10, out="logits")
+    fm.save(b.model(fm.NCHW, [("logits", ["N", 10])]), tmp_path / "if.onnx")
+    result = split_model(tmp_path / "if.onnx", tmp_path / "out", samples=2)
+    assert result.cut_tensor == "pool" and result.certificate["passed"]
+    assert "If" in {n.op_type for n in onnx.load(str(result.features_path)).graph.node}
