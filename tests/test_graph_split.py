@@ -88,6 +88,13 @@ def test_split_each_head(make, cut, built, tmp_path):
     assert record["feature_dim"] == want_dim and record["cut_tensor"] == want_tensor
     assert record["node_counts"]["features"] + record["node_counts"]["classifier"] >= 2
     assert record["certificate"]["passed"] is True
+    # the export is deterministic: reuse compares a fresh split with the files byte for byte
+    again = split_model(path, tmp_path / "again", cut=cut, verify=False)
+    for a, b in (
+        (result.features_path, again.features_path),
+        (result.classifier_path, again.classifier_path),
+    ):
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_pooled_and_penultimate_differ_for_multilayer_heads(built):
@@ -370,17 +377,296 @@ def test_many_samples_run_in_chunks(built, tmp_path):
     assert cert["passed"] and cert["samples"] == 19 and cert["feature_shape"] == [19, 16]
 
 
-def test_unchanged_model_is_reused_without_parsing_it_again(tmp_path, monkeypatch):
-    import xnetmap.graph.split as split_mod
+class _ParseCounter:
+    """Counts onnx.load calls per file (patched in, so every caller is seen)."""
 
+    def __init__(self, monkeypatch):
+        self.paths: list[str] = []
+        real = onnx.load_model
+
+        def counting(f, *args, **kwargs):
+            self.paths.append(str(f))
+            return real(f, *args, **kwargs)
+
+        monkeypatch.setattr(onnx, "load", counting)
+        monkeypatch.setattr(onnx, "load_model", counting)
+
+    def count(self, path) -> int:
+        return self.paths.count(str(path))
+
+
+def test_split_parses_the_model_once_and_reuses_parts_byte_identical(tmp_path, monkeypatch):
     path = tmp_path / "m.onnx"
     fm.save(fm.resnet_gemm().model, path)
+    parses = _ParseCounter(monkeypatch)
     first = split_model(path, tmp_path / "out")
-    calls = []
-    real = split_mod.load_model
-    monkeypatch.setattr(split_mod, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
-    again = split_model(path, tmp_path / "out")
-    assert calls == [] and again.features_path == first.features_path
+    assert parses.count(path) == 1
+    stamps = [p.stat().st_mtime_ns for p in (first.features_path, first.classifier_path)]
+    again = split_model(path, tmp_path / "out")  # split afresh, compared, not rewritten
+    assert parses.count(path) == 2 and again.certificate == first.certificate
+    assert [p.stat().st_mtime_ns for p in (again.features_path, again.classifier_path)] == stamps
     fm.save(fm.vgg_two_layer().model, path)  # same file name, another model
     other = split_model(path, tmp_path / "out")
-    assert len(calls) == 1 and other.feature_dim != first.feature_dim
+    assert other.feature_dim != first.feature_dim and other.certificate["passed"]
+
+
+def test_split_model_proto_parses_nothing_and_leaves_the_model_alone(tmp_path, monkeypatch):
+    from xnetmap.graph import load_model, split_model_proto
+    from xnetmap.graph.index import GraphIndex
+
+    fx = fm.resnet_gemm()
+    for node in fx.model.graph.node:  # a tensor named like F's output: renamed inside parts
+        node.output[:] = ["features" if o == "pool" else o for o in node.output]
+        node.input[:] = ["features" if i == "pool" else i for i in node.input]
+    path = tmp_path / "m.onnx"
+    fm.save(fx.model, path, external=True)
+    model = load_model(path, load_external_data=False)
+    before = model.SerializeToString()
+    parses = _ParseCounter(monkeypatch)
+    sha = fm_sha256(path)
+    result = split_model_proto(
+        model, path, sha, tmp_path / "out", samples=2, index=GraphIndex.build(model)
+    )
+    assert parses.paths == [] and model.SerializeToString() == before
+    assert result.cut_tensor == "features" and result.certificate["passed"]
+    assert result.model_sha256 == sha
+
+
+def fm_sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_surgery_keeps_external_tensors_as_lazy_references(tmp_path, monkeypatch):
+    """graphsurgeon imports external initializers as lazy constants and exports their
+    TensorProto unchanged: no weight is read while cutting."""
+    import onnx_graphsurgeon as gs
+
+    from xnetmap.graph.surgery import classifier_part, features_part
+
+    fx = fm.resnet_gemm()
+    fm.save(fx.model, tmp_path / "m.onnx", external=True)
+    model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a weight was read")
+
+    monkeypatch.setattr(gs.ir.tensor.LazyValues, "load", refuse)
+    monkeypatch.setattr(onnx.numpy_helper, "to_array", refuse)
+    F = features_part(model, "pool", 4, 16, onnx.TensorProto.FLOAT, "x")
+    C = classifier_part(model, "pool", ["N", 16, 1, 1], 16, onnx.TensorProto.FLOAT, ["logits"], "x")
+    source = {t.name: list(t.external_data) for t in model.graph.initializer}
+    for part in (F, C):
+        assert part.graph.initializer
+        for t in part.graph.initializer:
+            if t.name.startswith("xnetmap_cut_shape"):
+                continue  # the restore Reshape's own small constant
+            assert t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
+            assert list(t.external_data) == source[t.name]
+
+
+def _bias_shifted(model: onnx.ModelProto, delta: float) -> onnx.ModelProto:
+    """The same network with another classifier: the logits' bias shifted."""
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    gemm = next(n for n in other.graph.node if n.op_type == "Gemm")
+    bias = next(t for t in other.graph.initializer if t.name == gemm.input[2])
+    values = onnx.numpy_helper.to_array(bias) + np.float32(delta)
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    return other
+
+
+def _logits_through_parts(result, X) -> np.ndarray:
+    (feats,) = _session(result.features_path).run(None, {"input": X})
+    return _session(result.classifier_path).run(["logits"], {"features": feats})[0]
+
+
+def test_poisoned_classifier_with_updated_record_is_not_used(tmp_path):
+    """Issue 11 case 8: the reference's classifier planted as the candidate's, its
+    digest written into split.json: the split ignores both and cuts again."""
+    candidate, reference = tmp_path / "cand.onnx", tmp_path / "ref.onnx"
+    fx = fm.resnet_gemm()
+    fm.save(fx.model, candidate)
+    fm.save(_bias_shifted(fx.model, 5.0), reference)
+    cache = tmp_path / "cache"
+    split_model(candidate, cache, samples=2)
+    ref = split_model(reference, tmp_path / "refsplit", samples=2)
+    planted = cache / "cand.classifier.onnx"
+    planted.write_bytes(ref.classifier_path.read_bytes())
+    record = json.loads((cache / "cand.split.json").read_text())
+    record["classifier_sha256"] = fm_sha256(planted)
+    (cache / "cand.split.json").write_text(json.dumps(record))
+
+    result = split_model(candidate, cache, samples=2)
+    X = fm.make_input(fx, 4)
+    (want,) = _session(candidate).run(["logits"], {"input": X})
+    np.testing.assert_allclose(_logits_through_parts(result, X), want, rtol=1e-5, atol=1e-5)
+    assert planted.read_bytes() != ref.classifier_path.read_bytes()
+    assert json.loads(result.json_path.read_text())["classifier_sha256"] == fm_sha256(planted)
+    assert result.certificate["passed"]
+
+
+def test_rewritten_part_weights_are_not_used(tmp_path):
+    fx = fm.resnet_gemm()
+    fm.save(fx.model, tmp_path / "net.onnx", external=True)
+    first = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    data = tmp_path / "out" / "net.classifier.onnx.data"
+    genuine = data.read_bytes()
+    data.write_bytes(bytes(len(genuine)))  # same size, zero weights
+    again = split_model(tmp_path / "net.onnx", tmp_path / "out", samples=2)
+    assert data.read_bytes() == genuine and again.certificate == first.certificate
+
+
+def test_planted_split_with_custom_op_never_reaches_onnxruntime(tmp_path):
+    """Issue 11 case 9: a stranger's NAME.split.json + NAME.features.onnx (custom op,
+    digests and a passed certificate recorded) next to the model are not used."""
+    fx = fm.resnet_gemm()
+    path = tmp_path / "net.onnx"
+    fm.save(fx.model, path)
+    evil = helper_model_with_custom_op()
+    (tmp_path / "net.features.onnx").write_bytes(evil)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    (tmp_path / "net.classifier.onnx").symlink_to(outside)
+    record = {
+        "format": 1,
+        "model_sha256": fm_sha256(path),
+        "cut": "pooled",
+        "features_sha256": hashlib_sha256(evil),
+        "classifier_sha256": fm_sha256(outside),
+        "certificate": {"passed": True, "samples": 100, "atol": 1.0, "rtol": 1.0},
+    }
+    (tmp_path / "net.split.json").write_text(json.dumps(record))
+    result = split_model(path, tmp_path, samples=2)  # -o pointing at the model's folder
+    F = onnx.load(str(result.features_path))
+    assert {n.domain for n in F.graph.node} <= {"", "ai.onnx"}
+    assert not result.classifier_path.is_symlink() and outside.read_text() == "not yours"
+    assert result.certificate["samples"] == 2
+    X = fm.make_input(fx, 3)
+    (want,) = _session(path).run(["logits"], {"input": X})
+    np.testing.assert_allclose(_logits_through_parts(result, X), want, rtol=1e-5, atol=1e-5)
+
+
+def hashlib_sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def helper_model_with_custom_op() -> bytes:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Steal", ["input"], ["features"], domain="com.evil")
+    graph = helper.make_graph(
+        [node],
+        "evil",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 16])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.evil", 1)]
+    )
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "data_name", ["net.features.onnx.data", "net.classifier.onnx.data", "net.split.json"]
+)
+def test_output_that_the_model_reads_is_refused(tmp_path, data_name):
+    """Issue 11 case 10: never write where the model reads (exit 2, both paths named)."""
+    from cli_run import run_cli
+
+    fx = fm.resnet_gemm()
+    path = tmp_path / "net.onnx"
+    fm.save(fx.model, path, external=True, location=data_name)
+    data = tmp_path / data_name
+    before = data.read_bytes()
+    with pytest.raises(UsageError) as err:
+        split_model(path, samples=2)  # default output folder: the model's
+    assert err.value.exit_code == 2
+    assert str(data) in err.value.message and str(path) in err.value.message
+    code, out = run_cli("split", path, "-o", tmp_path, "--samples", "2")
+    assert code == 2 and "refusing to write" in out and "reads that file" in out
+    assert data.read_bytes() == before
+    assert split_model(path, tmp_path / "elsewhere", samples=2).certificate["passed"]
+
+
+def test_weight_named_features_is_renamed_in_the_part_only(tmp_path):
+    from xnetmap.graph import load_model, split_model_proto
+
+    fx = fm.resnet_gemm()
+    gemm = next(n for n in fx.model.graph.node if n.op_type == "Gemm")
+    weight = next(t for t in fx.model.graph.initializer if t.name == gemm.input[1])
+    weight.name = gemm.input[1] = "features"
+    path = tmp_path / "m.onnx"
+    fm.save(fx.model, path)
+    model = load_model(path, load_external_data=False)
+    before = model.SerializeToString()
+    result = split_model_proto(model, path, fm_sha256(path), tmp_path / "out", samples=2)
+    assert model.SerializeToString() == before and result.certificate["passed"]
+    C = onnx.load(str(result.classifier_path))
+    assert [i.name for i in C.graph.input] == ["features"]
+    assert "features__xnetmap0" in {t.name for t in C.graph.initializer}
+
+
+def test_certificate_on_images_reads_preprocessing_from_the_loaded_model(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from xnetmap.graph import load_model, split_model_proto
+
+    fx = fm.resnet_gemm()
+    spec = {
+        "version": 1,
+        "size": [8, 8],
+        "resize": None,
+        "crop": "none",
+        "colour": "RGB",
+        "channel_order": "RGB",
+        "layout": "NCHW",
+        "scale": 1 / 255,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    fx.model.metadata_props.add(key="xnetmap.preprocess", value=json.dumps(spec))
+    path = tmp_path / "m.onnx"
+    fm.save(fx.model, path)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 256, size=(12, 9 + i, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"img{i}.png")
+    model = load_model(path, load_external_data=False)
+    parses = _ParseCounter(monkeypatch)
+    result = split_model_proto(
+        model, path, fm_sha256(path), tmp_path / "out", samples=3, images=images
+    )
+    assert parses.paths == []
+    assert result.certificate["passed"] and result.certificate["inputs"] == f"images from {images}"
+
+
+def test_subgraph_reading_outer_tensors_before_the_cut(tmp_path):
+    """An If whose branches read a tensor of the main graph (implicit input):
+    graphsurgeon's cleanup and toposort keep the producer in F."""
+    from onnx import helper
+
+    b = fm.Builder()
+    h = b.stem("input")
+    cond = b.const(np.array(True), dtype=np.bool_)
+    branches = {
+        key: helper.make_graph(
+            [helper.make_node(op, [h], [f"{key}_out"])],
+            key,
+            [],
+            [helper.make_tensor_value_info(f"{key}_out", onnx.TensorProto.FLOAT, None)],
+        )
+        for key, op in (("then_branch", "Relu"), ("else_branch", "Sigmoid"))
+    }
+    b.nodes.append(helper.make_node("If", [cond], ["branch"], name="if", **branches))
+    pool = b.op("GlobalAveragePool", ["branch"], out="pool")
+    b.gemm(b.op("Flatten", [pool], axis=1), 16, 10, out="logits")
+    fm.save(b.model(fm.NCHW, [("logits", ["N", 10])]), tmp_path / "if.onnx")
+    result = split_model(tmp_path / "if.onnx", tmp_path / "out", samples=2)
+    assert result.cut_tensor == "pool" and result.certificate["passed"]
+    assert "If" in {n.op_type for n in onnx.load(str(result.features_path)).graph.node}

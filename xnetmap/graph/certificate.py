@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..data import open_dataset, preprocess_sample
+from ..data import PreprocessSpec, open_dataset, preprocess_sample
 from ..errors import InputError, ModelRejected
 from ..runtime import make_session
 from .load import DEFAULT_SPATIAL, MAX_INPUT_ELEMENTS, MAX_RANK, check_input_size
@@ -126,10 +126,16 @@ def random_inputs(
     return X, notes
 
 
-def image_inputs(model_path: Path, images: Path, n: int) -> tuple[np.ndarray, list[str]]:
-    """Up to ``n`` real images from a folder, preprocessed as the model says."""
+def image_inputs(model, images: Path, n: int) -> tuple[np.ndarray, list[str]]:
+    """Up to ``n`` real images from a folder, preprocessed as the model says.
+
+    ``model`` is a loaded ModelProto (what split already has) or a model path.
+    """
     ds = open_dataset(images)
-    spec, notes = model_preprocess(model_path)
+    if isinstance(model, onnx.ModelProto):
+        spec, notes = PreprocessSpec.from_model(model)
+    else:
+        spec, notes = model_preprocess(model)
     rows = []
     for i in range(len(ds)):
         if len(rows) == n:

@@ -15,7 +15,7 @@ from ..cache import SPLITS, cache_root, slug
 from ..fsutil import file_sha256
 from .load import load_model
 from .model_info import ModelInfo
-from .split import SplitResult, split_model
+from .split import SplitResult, split_model, split_model_proto
 
 
 def split_folder(model_path: str | os.PathLike, sha256: str, cut: str,
@@ -31,12 +31,13 @@ def split_cached(model: ModelInfo | str | os.PathLike, cut: str = "pooled",
 
     ``options`` go to :func:`split_model` (``verify``, ``samples``, ``images``, ...).
     """
-    if isinstance(model, ModelInfo):
-        path, sha = model.path, model.sha256
-    else:
-        path = Path(model)
-        if not path.is_file():
-            load_model(path, load_external_data=False)  # the loader's own message
-        sha = file_sha256(path)
-    return split_model(path, split_folder(path, sha, cut, cache), cut=cut, **options)
+    if isinstance(model, ModelInfo):  # already read: no second parse of the file
+        folder = split_folder(model.path, model.sha256, cut, cache)
+        return split_model_proto(model.proto, model.path, model.sha256, folder, cut=cut,
+                                 **options)
+    path = Path(model)
+    if not path.is_file():
+        load_model(path, load_external_data=False)  # the loader's own message
+    return split_model(path, split_folder(path, file_sha256(path), cut, cache), cut=cut,
+                       **options)
 

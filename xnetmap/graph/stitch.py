@@ -62,105 +62,30 @@ def stitch_graphs(
     classifier_b : onnx.ModelProto
         B's classifier, one input named ``features`` of shape [N, d_out].
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    W = np.asarray(W, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32).reshape(-1)
-    if W.ndim != 2 or b.shape[0] != W.shape[0]:
-        raise UsageError(
-            f"map has W of shape {W.shape} and b of shape {b.shape}: "
-            "expected (d_out, d_in) and (d_out,)"
-        )
-    f_out = [o.name for o in features_a.graph.output]
-    c_in = [i.name for i in classifier_b.graph.input]
-    if f_out != [FEATURES] or c_in != [FEATURES]:
-        raise ModelRejected(
-            f"stitch expects xnetmap split parts: F with output 'features' (got {f_out}) "
-            f"and C with input 'features' (got {c_in}); run `xnetmap split` first"
-        )
-
+    W, b = _check_map(W, b)
+    _check_parts(features_a, classifier_b)
     opset = max(_default_opset(features_a), _default_opset(classifier_b))
-    fa = _to_opset(features_a, opset, "model A's feature extractor")
-    cb = _to_opset(classifier_b, opset, "model B's classifier")
-    fa = onnx.compose.add_prefix(fa, "a/", rename_inputs=False, rename_outputs=False)
-    cb = onnx.compose.add_prefix(cb, "b/", rename_inputs=False, rename_outputs=False)
-
-    # Feature dtype: fp16 models compute features in fp16; the map runs in float32.
-    def _elem(vi):
-        return vi.type.tensor_type.elem_type
-
-    fa_dtype = _elem(fa.graph.output[0])
-    cb_dtype = _elem(cb.graph.input[0])
-    nodes = list(fa.graph.node)
-    src = FEATURES
-    if fa_dtype != onnx.TensorProto.FLOAT:
-        nodes.append(
-            helper.make_node("Cast", [src], ["xnetmap_features_f32"], to=onnx.TensorProto.FLOAT)
-        )
-        src = "xnetmap_features_f32"
-    mapped = _MAPPED
-    nodes.append(
-        helper.make_node("Gemm", [src, "xnetmap_map_W", "xnetmap_map_b"], [mapped], transB=1)
-    )
-    extra_inits = []
-    if norm is not None:
-        w = np.asarray(norm["norm_w"], np.float32).reshape(-1, 1)
-        extra_inits += [
-            numpy_helper.from_array(w, "xnetmap_norm_w"),
-            numpy_helper.from_array(np.asarray([norm["norm_b"]], np.float32), "xnetmap_norm_b"),
-            numpy_helper.from_array(
-                np.asarray([norm.get("eps", 1e-12)], np.float32), "xnetmap_norm_eps"
-            ),
-        ]
-        if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18 on
-            extra_inits.append(numpy_helper.from_array(np.asarray([1], np.int64), "xnetmap_axis1"))
-        nodes += [
-            helper.make_node("MatMul", [src, "xnetmap_norm_w"], ["xnetmap_len_raw"]),
-            helper.make_node("Add", ["xnetmap_len_raw", "xnetmap_norm_b"], ["xnetmap_len_aff"]),
-            helper.make_node("Relu", ["xnetmap_len_aff"], ["xnetmap_len"]),
-            helper.make_node("ReduceL2", [mapped, "xnetmap_axis1"], ["xnetmap_ny_raw"], keepdims=1)
-            if opset >= 18
-            else helper.make_node("ReduceL2", [mapped], ["xnetmap_ny_raw"], axes=[1], keepdims=1),
-            helper.make_node("Max", ["xnetmap_ny_raw", "xnetmap_norm_eps"], ["xnetmap_ny"]),
-            helper.make_node("Div", ["xnetmap_len", "xnetmap_ny"], ["xnetmap_ratio"]),
-            helper.make_node("Mul", [mapped, "xnetmap_ratio"], ["xnetmap_mapped_norm"]),
-        ]
-        mapped = "xnetmap_mapped_norm"
-    if cb_dtype != onnx.TensorProto.FLOAT:
-        nodes.append(helper.make_node("Cast", [mapped], ["xnetmap_mapped_cast"], to=cb_dtype))
-        mapped = "xnetmap_mapped_cast"
-    # C_B's input 'features' becomes an internal tensor fed by the map.
-    nodes.append(helper.make_node("Identity", [mapped], ["b_features_in"]))
-    for node in cb.graph.node:
+    fa = _prefixed(_to_opset(features_a, opset, "model A's feature extractor"), "a/")
+    cb = _prefixed(_to_opset(classifier_b, opset, "model B's classifier"), "b/")
+    map_nodes, map_inits = _map_nodes(fa, cb, W, b, norm, opset)
+    nodes = list(fa.graph.node) + map_nodes
+    for node in cb.graph.node:  # C_B's input 'features' becomes the map's output
         node.input[:] = ["b_features_in" if x == FEATURES else x for x in node.input]
         nodes.append(node)
-
-    inits = list(fa.graph.initializer) + list(cb.graph.initializer)
-    inits.append(numpy_helper.from_array(W, "xnetmap_map_W"))
-    inits.append(numpy_helper.from_array(b, "xnetmap_map_b"))
-    inits += extra_inits
     graph = helper.make_graph(
         nodes,
         name or f"{features_a.graph.name}_to_{classifier_b.graph.name}",
         list(fa.graph.input),
         list(cb.graph.output),
-        initializer=inits,
+        initializer=list(fa.graph.initializer) + list(cb.graph.initializer) + map_inits,
         value_info=list(fa.graph.value_info) + list(cb.graph.value_info),
     )
     graph.sparse_initializer.extend(
         list(fa.graph.sparse_initializer) + list(cb.graph.sparse_initializer)
     )
-    opsets = {}
-    for m in (fa, cb):
-        for imp in m.opset_import:
-            dom = "" if imp.domain == "ai.onnx" else imp.domain
-            opsets[dom] = max(opsets.get(dom, 0), int(imp.version))
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-        producer_name="xnetmap",
-    )
+    model = helper.make_model(graph, opset_imports=_merged_opsets(fa, cb), producer_name="xnetmap")
     model.ir_version = max(fa.ir_version, cb.ir_version)
     # B's metadata (labels) describes the stitched outputs; A's preprocessing describes its input.
     meta = {p.key: p.value for p in classifier_b.metadata_props}
@@ -170,3 +95,105 @@ def stitch_graphs(
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+def _check_map(W, b) -> tuple[np.ndarray, np.ndarray]:
+    W = np.asarray(W, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32).reshape(-1)
+    if W.ndim != 2 or b.shape[0] != W.shape[0]:
+        raise UsageError(
+            f"map has W of shape {W.shape} and b of shape {b.shape}: "
+            "expected (d_out, d_in) and (d_out,)"
+        )
+    return W, b
+
+
+def _check_parts(features_a, classifier_b) -> None:
+    f_out = [o.name for o in features_a.graph.output]
+    c_in = [i.name for i in classifier_b.graph.input]
+    if f_out != [FEATURES] or c_in != [FEATURES]:
+        raise ModelRejected(
+            f"stitch expects xnetmap split parts: F with output 'features' (got {f_out}) "
+            f"and C with input 'features' (got {c_in}); run `xnetmap split` first"
+        )
+
+
+def _prefixed(model, prefix: str):
+    import onnx
+
+    return onnx.compose.add_prefix(model, prefix, rename_inputs=False, rename_outputs=False)
+
+
+def _merged_opsets(fa, cb) -> list:
+    from onnx import helper
+
+    opsets: dict[str, int] = {}
+    for m in (fa, cb):
+        for imp in m.opset_import:
+            dom = "" if imp.domain == "ai.onnx" else imp.domain
+            opsets[dom] = max(opsets.get(dom, 0), int(imp.version))
+    return [helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]
+
+
+def _map_nodes(fa, cb, W, b, norm: dict | None, opset: int) -> tuple[list, list]:
+    """Nodes and initializers from A's ``features`` to ``b_features_in``: the Gemm in
+    float32 (fp16 features are cast around it), then the optional norm calibration."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    nodes, src = [], FEATURES
+    if fa.graph.output[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        nodes.append(
+            helper.make_node("Cast", [src], ["xnetmap_features_f32"], to=onnx.TensorProto.FLOAT)
+        )
+        src = "xnetmap_features_f32"
+    nodes.append(
+        helper.make_node("Gemm", [src, "xnetmap_map_W", "xnetmap_map_b"], [_MAPPED], transB=1)
+    )
+    inits = [
+        numpy_helper.from_array(W, "xnetmap_map_W"),
+        numpy_helper.from_array(b, "xnetmap_map_b"),
+    ]
+    mapped = _MAPPED
+    if norm is not None:
+        norm_nodes, norm_inits = _norm_nodes(src, norm, opset)
+        nodes += norm_nodes
+        inits += norm_inits
+        mapped = "xnetmap_mapped_norm"
+    cb_dtype = cb.graph.input[0].type.tensor_type.elem_type
+    if cb_dtype != onnx.TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [mapped], ["xnetmap_mapped_cast"], to=cb_dtype))
+        mapped = "xnetmap_mapped_cast"
+    nodes.append(helper.make_node("Identity", [mapped], ["b_features_in"]))
+    return nodes, inits
+
+
+def _norm_nodes(src: str, norm: dict, opset: int) -> tuple[list, list]:
+    """Rescale each mapped row to the length ``max(a · norm_w + norm_b, 0)``."""
+    from onnx import helper, numpy_helper
+
+    w = np.asarray(norm["norm_w"], np.float32).reshape(-1, 1)
+    inits = [
+        numpy_helper.from_array(w, "xnetmap_norm_w"),
+        numpy_helper.from_array(np.asarray([norm["norm_b"]], np.float32), "xnetmap_norm_b"),
+        numpy_helper.from_array(
+            np.asarray([norm.get("eps", 1e-12)], np.float32), "xnetmap_norm_eps"
+        ),
+    ]
+    if opset >= 18:  # ReduceL2 takes its axes as an input from opset 18 on
+        inits.append(numpy_helper.from_array(np.asarray([1], np.int64), "xnetmap_axis1"))
+        reduce = helper.make_node(
+            "ReduceL2", [_MAPPED, "xnetmap_axis1"], ["xnetmap_ny_raw"], keepdims=1
+        )
+    else:
+        reduce = helper.make_node("ReduceL2", [_MAPPED], ["xnetmap_ny_raw"], axes=[1], keepdims=1)
+    nodes = [
+        helper.make_node("MatMul", [src, "xnetmap_norm_w"], ["xnetmap_len_raw"]),
+        helper.make_node("Add", ["xnetmap_len_raw", "xnetmap_norm_b"], ["xnetmap_len_aff"]),
+        helper.make_node("Relu", ["xnetmap_len_aff"], ["xnetmap_len"]),
+        reduce,
+        helper.make_node("Max", ["xnetmap_ny_raw", "xnetmap_norm_eps"], ["xnetmap_ny"]),
+        helper.make_node("Div", ["xnetmap_len", "xnetmap_ny"], ["xnetmap_ratio"]),
+        helper.make_node("Mul", [_MAPPED, "xnetmap_ratio"], ["xnetmap_mapped_norm"]),
+    ]
+    return nodes, inits

@@ -1,13 +1,21 @@
-"""Proto-level surgery: cut a model into F (input -> features) and C (features -> outputs).
+"""Graph surgery with onnx-graphsurgeon: cut a model into F (input -> features) and
+C (features -> outputs).
 
-Works on the ModelProto directly so that initializers stored as external data
-stay references (a model over 2 GB is never serialised in memory); the parts
-copy the referenced byte ranges in chunks (:mod:`xnetmap.graph.save`).
+The graphsurgeon idiom throughout: import the model, set ``graph.inputs`` /
+``graph.outputs`` to the cut tensors, ``cleanup().toposort()``, export. The model
+is imported as loaded by :func:`xnetmap.graph.load_model` with
+``load_external_data=False``: graphsurgeon keeps every initializer as a lazy
+constant and exports its TensorProto unchanged, so a tensor stored as external
+data stays a reference into the source model's folder (a model over 2 GB is
+never held in memory) until :mod:`xnetmap.graph.save` moves it to a file xnetmap
+names. The source ModelProto is never modified.
+
+Export is deterministic: the same model and cut give the same bytes, which is
+what lets :func:`xnetmap.graph.split_model` reuse a part on disk only when it is
+byte-identical to a fresh split.
 """
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import onnx
@@ -26,6 +34,8 @@ def reachable_nodes(
     rewrites: dict[int, onnx.NodeProto] | None = None,
 ) -> tuple[list[int], set[str]]:
     """Nodes needed to compute ``targets``, not looking past tensors in ``stop``.
+
+    The planning step uses it to tell which outputs a cut separates from the input.
 
     Returns
     -------
@@ -59,25 +69,27 @@ def reachable_nodes(
     return sorted(needed), leaves
 
 
-def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename a tensor everywhere in a graph, subgraphs included."""
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = new
-        for i, name in enumerate(node.output):
-            if name == old:
-                node.output[i] = new
-        for attr in node.attribute:
-            subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-            for sub in subs:
-                _rename(sub, old, new)
-    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-        if vi.name == old:
-            vi.name = new
-    for init in graph.initializer:
-        if init.name == old:
-            init.name = new
+def _gs():
+    import onnx_graphsurgeon as gs
+
+    return gs
+
+
+def _quiet():
+    """graphsurgeon logs warnings (e.g. duplicate node names) to stdout; library code
+    never prints, so its logger is silenced around every call (errors still raise)."""
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    return G_LOGGER.suppress()
+
+
+def _import(model: onnx.ModelProto):
+    with _quiet():
+        return _gs().import_onnx(model)
+
+
+def _scopes(graph) -> list:
+    return [graph, *graph.subgraphs(recursive=True)]
 
 
 def _unique(names: set[str], base: str) -> str:
@@ -87,17 +99,50 @@ def _unique(names: set[str], base: str) -> str:
     return f"{base}__xnetmap{k}"
 
 
-def _base_model(
-    src: onnx.ModelProto, graph: onnx.GraphProto, part: str, sha256: str
-) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=list(src.opset_import))
+def _free_name(graph, name: str) -> set[str]:
+    """Rename any tensor called ``name`` (in any scope) so the part can use it;
+    returns every tensor name in the graph."""
+    from onnx_graphsurgeon.ir.tensor import Constant, LazyValues
+
+    scopes = [scope.tensors() for scope in _scopes(graph)]
+    names = {n for tensors in scopes for n in tensors}
+    for tensors in scopes:
+        tensor = tensors.get(name)
+        if tensor is None or tensor.name != name:
+            continue  # absent, or already renamed through an outer scope
+        if isinstance(tensor, Constant) and isinstance(tensor._values, LazyValues):
+            # export writes the name into the lazy TensorProto: give it its own copy so
+            # the caller's ModelProto keeps its names
+            copied = onnx.TensorProto()
+            copied.CopyFrom(tensor._values.tensor)
+            tensor._values = LazyValues(copied)
+        tensor.name = _unique(names, name)
+        names.add(tensor.name)
+    return names
+
+
+def _batch_dim(graph):
+    shape = graph.inputs[0].shape if graph.inputs else None
+    if shape and isinstance(shape[0], (int, str)) and shape[0] not in (0, ""):
+        return shape[0]
+    return "N"
+
+
+def _export(graph, src: onnx.ModelProto, part: str, sha256: str) -> onnx.ModelProto:
+    """graphsurgeon's export, then the model-level fields it does not carry over."""
+    graph.functions = []  # copied verbatim below, not re-exported
+    with _quiet():
+        model = _gs().export_onnx(graph, opset_imports=list(src.opset_import))
     model.ir_version = src.ir_version
-    model.producer_name = src.producer_name
-    model.producer_version = src.producer_version
     model.domain = src.domain
     model.model_version = src.model_version
     model.doc_string = src.doc_string
     model.functions.extend(src.functions)
+    if src.ir_version < 4:  # IR 3 lists every initializer among the graph inputs
+        model.graph.input.extend(
+            helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in model.graph.initializer
+        )
     for prop in src.metadata_props:
         if not prop.key.startswith("xnetmap.part") and prop.key != "xnetmap.source_sha256":
             model.metadata_props.add(key=prop.key, value=prop.value)
@@ -106,82 +151,67 @@ def _base_model(
     return model
 
 
-def _collect(
-    ix: GraphIndex,
-    node_ids: list[int],
-    graph: onnx.GraphProto,
-    rewrites: dict[int, onnx.NodeProto] | None = None,
-) -> None:
-    """Copy nodes (or their rewrites), the initializers and value_info they use into ``graph``."""
-    src = ix.model.graph
-    nodes = [copy.deepcopy((rewrites or {}).get(i, ix.nodes[i])) for i in node_ids]
-    graph.node.extend(nodes)
-    used: set[str] = set()
-    for node in nodes:
-        used.update(node_inputs(node))
-        used.update(node.output)
-    graph.initializer.extend(t for t in src.initializer if t.name in used)
-    graph.sparse_initializer.extend(s for s in src.sparse_initializer if s.values.name in used)
-    io = {v.name for v in list(src.input) + list(src.output)}
-    graph.value_info.extend(v for v in src.value_info if v.name in used and v.name not in io)
+def _check_closed(graph, part: str) -> None:
+    """Every tensor the part reads is an input, a constant or computed inside it."""
+    gs = _gs()
+    inputs = {t.name for t in graph.inputs}
+    stray = sorted(
+        t.name
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Variable)
+        and not t.inputs
+        and t.outputs
+        and t.name
+        and t.name not in inputs
+    )
+    if stray:
+        raise InternalError(f"the {part} part reads tensors nobody produces: {stray}")
 
 
-def _batch_dim(ix: GraphIndex, input_name: str):
-    for vi in ix.model.graph.input:
-        if vi.name == input_name:
-            dims = vi.type.tensor_type.shape.dim
-            if dims and dims[0].HasField("dim_value"):
-                return int(dims[0].dim_value)
-            if dims and dims[0].HasField("dim_param"):
-                return dims[0].dim_param
-    return "N"
-
-
-def build_features_part(
-    ix: GraphIndex,
-    cut: str,
-    cut_shape: list | None,
-    feature_dim: int | None,
-    elem_type: int,
-    sha256: str,
+def features_part(
+    model: onnx.ModelProto, cut: str, cut_rank: int, feature_dim: int, elem_type: int, sha256: str
 ) -> onnx.ModelProto:
-    """F: the model's input(s) -> ``features`` [N, D] (the cut tensor, flattened)."""
-    src = ix.model.graph
-    node_ids, leaves = reachable_nodes(ix, [cut], set())
-    read = {name for i in node_ids for name in node_inputs(ix.nodes[i])}
-    # IR < 4 models list initializers among the inputs; keep those the part reads
-    inputs = [vi for vi in src.input if vi.name in leaves or vi.name in read]
-    missing = leaves - {vi.name for vi in src.input}
-    if missing:
-        raise InternalError(f"features part reads tensors nobody produces: {sorted(missing)}")
-    graph = helper.make_graph([], "xnetmap_features", [], [])
-    graph.input.extend(copy.deepcopy(inputs))
-    _collect(ix, node_ids, graph)
-    names = {n for node in graph.node for n in list(node.input) + list(node.output)}
-    names |= {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    if any(vi.name == FEATURES for vi in graph.input):
+    """F: the model's input -> ``features`` [N, D] (the cut tensor, flattened)."""
+    gs = _gs()
+    if any(vi.name == FEATURES for vi in model.graph.input):
         raise UsageError(
             "the model's input is named 'features', the name xnetmap reserves for F's output; "
             "rename the input (e.g. with onnx.compose.add_prefix) and split again"
         )
-    if FEATURES in names:
-        new = _unique(names, FEATURES)
-        _rename(graph, FEATURES, new)
-        if cut == FEATURES:
-            cut = new
-    if cut_shape is not None and len(cut_shape) == 2:
-        graph.node.append(helper.make_node("Identity", [cut], [FEATURES], name="xnetmap_features"))
+    graph = _import(model)
+    cut_tensor = graph.tensors()[cut]
+    _free_name(graph, FEATURES)
+    features = gs.Variable(FEATURES, dtype=elem_type, shape=[_batch_dim(graph), feature_dim])
+    if cut_rank == 2:
+        node = gs.Node("Identity", "xnetmap_features", inputs=[cut_tensor], outputs=[features])
     else:
-        graph.node.append(
-            helper.make_node("Flatten", [cut], [FEATURES], name="xnetmap_flatten", axis=1)
+        node = gs.Node(
+            "Flatten", "xnetmap_flatten", {"axis": 1}, inputs=[cut_tensor], outputs=[features]
         )
-    batch = _batch_dim(ix, ix.graph_inputs[0]) if ix.graph_inputs else "N"
-    graph.output.append(helper.make_tensor_value_info(FEATURES, elem_type, [batch, feature_dim]))
-    return _base_model(ix.model, graph, "features", sha256)
+    graph.nodes.append(node)
+    graph.outputs = [features]
+    graph.name = "xnetmap_features"
+    graph.cleanup(recurse_functions=False).toposort(recurse_functions=False)
+    _check_closed(graph, "features")
+    return _export(graph, model, "features", sha256)
 
 
-def build_classifier_part(
-    ix: GraphIndex,
+def _apply_rewrites(graph, rewrites: dict[int, onnx.NodeProto]) -> None:
+    """Replace head nodes by the equivalent ones the head detection chose (see
+    ``heads._batch_flatten``); graphsurgeon keeps the model's node order on import."""
+    tensors = graph.tensors()
+    for index, proto in rewrites.items():
+        node = graph.nodes[index]
+        if [t.name for t in node.outputs] != list(proto.output):
+            raise InternalError(f"head rewrite {proto.name!r} does not match node {node.name!r}")
+        node.op = proto.op_type
+        node.domain = proto.domain or None
+        node.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        node.inputs = [tensors[name] for name in proto.input]
+
+
+def classifier_part(
+    model: onnx.ModelProto,
     cut: str,
     cut_shape: list,
     feature_dim: int,
@@ -190,44 +220,44 @@ def build_classifier_part(
     sha256: str,
     rewrites: dict[int, onnx.NodeProto] | None = None,
 ) -> onnx.ModelProto:
-    """C: ``features`` [N, D] -> ``outputs`` (original names), restoring the cut's shape.
-
-    ``rewrites`` replaces head nodes that read tensors before the cut by
-    equivalent ones that do not (see ``heads._batch_flatten``).
-    """
-    src = ix.model.graph
-    node_ids, leaves = reachable_nodes(ix, outputs, {cut}, rewrites)
-    if leaves - {cut}:
-        raise InternalError(f"classifier part reads tensors upstream of the cut: {sorted(leaves)}")
-    graph = helper.make_graph([], "xnetmap_classifier", [], [])
-    _collect(ix, node_ids, graph, rewrites)
-    names = {n for node in graph.node for n in list(node.input) + list(node.output)}
-    names |= {t.name for t in graph.initializer}
+    """C: ``features`` [N, D] -> ``outputs`` (original names), restoring the cut's shape."""
+    gs = _gs()
     if FEATURES in outputs:
         raise UsageError(
             "the model has an output named 'features', the name xnetmap reserves for C's input; "
             "rename that output and split again"
         )
-    if FEATURES in names:
-        new = _unique(names, FEATURES)
-        _rename(graph, FEATURES, new)
-        if cut == FEATURES:
-            cut = new
-    batch = _batch_dim(ix, ix.graph_inputs[0]) if ix.graph_inputs else "N"
-    graph.input.append(helper.make_tensor_value_info(FEATURES, elem_type, [batch, feature_dim]))
+    graph = _import(model)
+    _apply_rewrites(graph, rewrites or {})
+    tensors = graph.tensors()
+    cut_tensor, kept = tensors[cut], [tensors[name] for name in outputs]
+    batch = _batch_dim(graph)
+    names = _free_name(graph, FEATURES)
+    cut_tensor.inputs.clear()  # detach the cut from everything upstream of it
+    features = gs.Variable(FEATURES, dtype=elem_type, shape=[batch, feature_dim])
     if len(cut_shape) == 2:
-        restore = [helper.make_node("Identity", [FEATURES], [cut], name="xnetmap_restore")]
+        restore = gs.Node("Identity", "xnetmap_restore", inputs=[features], outputs=[cut_tensor])
     else:
-        shape_name = _unique(names, "xnetmap_cut_shape")
         target = np.array([-1, *[int(d) for d in cut_shape[1:]]], dtype=np.int64)
-        graph.initializer.append(onnx.numpy_helper.from_array(target, shape_name))
-        restore = [
-            helper.make_node("Reshape", [FEATURES, shape_name], [cut], name="xnetmap_restore")
-        ]
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(restore + nodes)
-    for out in src.output:
-        if out.name in outputs:
-            graph.output.append(copy.deepcopy(out))
-    return _base_model(ix.model, graph, "classifier", sha256)
+        shape = gs.Constant(_unique(names, "xnetmap_cut_shape"), target)
+        restore = gs.Node(
+            "Reshape", "xnetmap_restore", inputs=[features, shape], outputs=[cut_tensor]
+        )
+    graph.nodes.insert(0, restore)
+    graph.inputs = [features]
+    graph.outputs = kept
+    graph.name = "xnetmap_classifier"
+    graph.cleanup(recurse_functions=False).toposort(recurse_functions=False)
+    _check_closed(graph, "classifier")
+    return _export(graph, model, "classifier", sha256)
+
+
+def truncated_model(model: onnx.ModelProto, tensor: str, elem_type: int) -> onnx.ModelProto:
+    """The model cut after ``tensor``: its input -> ``tensor`` (for measuring a shape)."""
+    graph = _import(model)
+    target = graph.tensors()[tensor]
+    if target.dtype is None:
+        target.dtype = elem_type
+    graph.outputs = [target]
+    graph.cleanup(recurse_functions=False).toposort(recurse_functions=False)
+    return _export(graph, model, "probe", "")
