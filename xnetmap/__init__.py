@@ -28,6 +28,9 @@ _EXPORTS = {
     "load_model": "xnetmap.graph",
     "file_sha256": "xnetmap.graph",
     "split_model": "xnetmap.graph",
+    "split_model_proto": "xnetmap.graph",
+    "read_model": "xnetmap.graph",
+    "ModelInfo": "xnetmap.graph",
     "SplitResult": "xnetmap.graph",
     "inspect_model": "xnetmap.graph",
     "stitch_models": "xnetmap.fit.stitch",
@@ -50,7 +53,7 @@ _EXPORTS = {
     "fit_map": "xnetmap.fit",
     # study and reports
     "run_study": "xnetmap.study.run",
-    "StudySettings": "xnetmap.study.run",
+    "StudySettings": "xnetmap.study.settings",
     "Study": "xnetmap.study.table",
     "SoftmaxProbe": "xnetmap.study.probe",
     "linear_cka": "xnetmap.study.cka",
