@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -98,7 +99,10 @@ def test_python_dash_m_split(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "D = 16" in proc.stdout and (tmp_path / "vit.features.onnx").exists()
+    # without -o the parts go to the cache, never beside the model
+    assert "D = 16" in proc.stdout and not (tmp_path / "vit.features.onnx").exists()
+    features = proc.stdout.split()[1]
+    assert Path(features).is_file() and "splits" in Path(features).parts
 
 
 def test_split_certifies_on_real_images(tmp_path, capsys):
