@@ -76,7 +76,8 @@ def bench(name: str, cls, X, y, Xv, yv, repeat: int) -> None:
     rng = np.random.default_rng(0)
     Xn = (X * (1 + 1e-6 * rng.standard_normal(X.shape))).astype(np.float32)
     flips = int(np.sum(cls(n_classes=k).fit(Xn, y).predict(Xv) != pred))
-    print(f"{name:9s} fit {min(times):7.2f} s  iters {p.n_iter_:4d}  converged {p.converged_!s:5s}  "
+    print(f"{name:9s} fit {min(times):7.2f} s  iters {p.n_iter_:4d}  "
+          f"converged {p.converged_!s:5s}  "
           f"loss {f:.10f}  max|grad| {gmax:.1e}  train {p.score(X, y) * 100:6.2f} %  "
           f"val {int(np.sum(pred == yv)):5d}/{len(yv)}  bit-identical {same}  "
           f"flips@1e-6 {flips}  margins<1e-4 {int(np.sum(margin < 1e-4))}")
