@@ -4,10 +4,11 @@ Used by ``run-study --head probe`` for backbones trained on different label sets
 fit one probe per model on its train features and the dataset's labels, then
 treat it as that model's C. Full-batch L-BFGS-B (``scipy.optimize.minimize``) on
 a float64 NumPy objective, deterministic: the same data and settings give the
-same weights. The objective is strictly convex for ``alpha > 0``, and the fit runs
-to a tight gradient tolerance, so its minimiser (and the predictions) do not
-depend on the optimiser's path: rounding differences between BLAS kernels move
-the weights by about 1e-9 relative, far below the logit margins of real images.
+same weights. The objective is strictly convex for ``alpha > 0``: run to its
+gradient tolerance, the fit lands on the one minimiser whatever path rounding
+takes, so another machine's BLAS or feature rounding can only flip images whose
+logit margin is that small (``tools/bench_probe.py`` counts them). A fit stopped
+by ``max_iter`` instead depends on the path; ``converged_`` says which happened.
 
 Features are standardised inside the fit for conditioning; the learned weights
 are folded back so that ``coef_`` and ``intercept_`` act on raw features and the
