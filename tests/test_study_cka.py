@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from xnetmap.errors import InputError
-from xnetmap.study.cka import CKAAccumulator, linear_cka, linear_cka_gram
+from xnetmap.study.cka import (
+    CKAAccumulator,
+    linear_cka,
+    linear_cka_gram,
+    linear_cka_summary,
+    too_few_samples,
+)
 
 
 def gram_cka(X, Y):
@@ -19,6 +25,67 @@ def gram_cka(X, Y):
     H = np.eye(n) - np.ones((n, n)) / n
     hsic = lambda A, B: np.trace(A @ H @ B @ H)  # noqa: E731
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def unbiased_hsic(K, L):
+    """Song et al. (2012), eq. 5, written with n x n matrices (the reference)."""
+    n = len(K)
+    K = K - np.diag(np.diag(K))
+    L = L - np.diag(np.diag(L))
+    one = np.ones(n)
+    return (
+        np.trace(K @ L)
+        + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one @ K @ L @ one)
+    ) / (n * (n - 3))
+
+
+def gram_cka_debiased(X, Y):
+    """Independent reference for the debiased linear CKA: n x n Gram matrices, centred data."""
+    X = np.asarray(X, float) - np.mean(X, axis=0)
+    Y = np.asarray(Y, float) - np.mean(Y, axis=0)
+    K, L = X @ X.T, Y @ Y.T
+    return unbiased_hsic(K, L) / np.sqrt(unbiased_hsic(K, K) * unbiased_hsic(L, L))
+
+
+@pytest.mark.parametrize("n", [5, 9, 40, 300])
+def test_debiased_matches_gram_reference(n):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 7)) * rng.uniform(0.1, 3, 7) + 20.0  # far from zero, anisotropic
+    Y = X @ rng.normal(size=(7, 12)) + 0.8 * rng.normal(size=(n, 12)) - 4.0
+    ref = gram_cka_debiased(X, Y)
+    for chunk in (1000, 13, 2):
+        got = linear_cka(X, Y, chunk_size=chunk, debiased=True)
+        assert got == pytest.approx(ref, rel=1e-8, abs=1e-10)
+    keep = np.arange(n) % 4 != 1
+    got = linear_cka(X, Y, chunk_size=3, valid=keep, debiased=True)
+    assert got == pytest.approx(gram_cka_debiased(X[keep], Y[keep]), rel=1e-8, abs=1e-10)
+
+
+def test_debiased_is_not_inflated_by_few_samples():
+    """Issue 11 case 7: 6 samples of 1280-d unrelated features give a biased CKA near 1."""
+    rng = np.random.default_rng(11)
+    X, Y = rng.normal(size=(6, 1280)), rng.normal(size=(6, 1280))
+    s = linear_cka_summary(X, Y)
+    assert s.cka > 0.95 and s.too_few_samples
+    assert s.n == 6 and (s.d1, s.d2) == (1280, 1280)
+    assert s.cka_debiased == pytest.approx(gram_cka_debiased(X, Y), rel=1e-8)
+    # over many draws the debiased estimate of unrelated features centres on 0
+    vals = [linear_cka(rng.normal(size=(50, 100)), rng.normal(size=(50, 100)), debiased=True)
+            for _ in range(40)]
+    assert abs(np.mean(vals)) < 0.05 and min(vals) < 0 < max(vals)
+    assert linear_cka(rng.normal(size=(50, 100)), rng.normal(size=(50, 100))) > 0.6
+
+
+def test_too_few_samples_flag():
+    assert too_few_samples(6, 1280, 3) and too_few_samples(6399, 1280, 1000)
+    assert not too_few_samples(6400, 1280, 1000)
+    acc = CKAAccumulator()
+    assert acc.too_few_samples
+    acc.update(np.ones((10, 2)), np.ones((10, 1)))
+    assert not acc.too_few_samples
+    acc = CKAAccumulator().update(np.arange(9.0).reshape(3, 3), np.ones((3, 3)))
+    assert np.isnan(acc.debiased())  # n < 4: undefined
 
 
 def test_matches_gram_formula_on_random_data():

@@ -366,9 +366,10 @@ class AffineMap:
 
         device = resolve_device(self.device)
         t0 = time.perf_counter()
+        init_solve = None
         if self.init == "lstsq":
             m = accumulate_moments(X, Y, train)
-            W0, b0, _ = solve_ridge(m, 0.0)
+            W0, b0, init_solve = solve_ridge(m, 0.0)
         else:
             sub = train if len(train) <= self.whiten_rows else \
                 np.sort(rng.choice(train, self.whiten_rows, replace=False))
@@ -385,7 +386,7 @@ class AffineMap:
         res = fit_gd(X, Y, train, hold, mean_x=m.mean_x, cov_xx=m.cov_xx, W0=W0, b0=b0, cfg=cfg,
                      device=compute_device(device), on_epoch=progress)
         return res.W, res.b, res.history, {"device": device, "init_seconds": t_init,
-                                           "batch_size": batch,
+                                           "batch_size": batch, "init_solve": init_solve,
                                            "best_epoch": res.best_epoch,
                                            "stopped_early": res.stopped_early}
 

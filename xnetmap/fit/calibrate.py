@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import UsageError
 from .kernels import EPS
 from .rows import iter_pairs
-from .solvers import cholesky_solve
+from .solvers import solve_psd
 
 MODES = ("none", "scalar", "norm")
 
@@ -40,7 +40,8 @@ def fit_calibration(mode: str, X: Any, Y: Any, rows: np.ndarray, W: np.ndarray,
     -------
     dict
         ``{"mode": "none"}``, ``{"mode": "scalar", "scale": s}`` or
-        ``{"mode": "norm", "norm_w": ndarray (d_in,), "norm_b": float}``.
+        ``{"mode": "norm", "norm_w": ndarray (d_in,), "norm_b": float, "rank": int}``
+        (``rank``: effective rank of the length model's normal equations, out of d_in + 1).
     """
     if mode not in MODES:
         raise UsageError(f"--calibrate {mode!r} is not one of {', '.join(MODES)}")
@@ -72,9 +73,10 @@ def fit_calibration(mode: str, X: Any, Y: Any, rows: np.ndarray, W: np.ndarray,
         G += a1.T @ a1
         r += a1.T @ np.sqrt(np.einsum("ij,ij->i", y, y, dtype=np.float64))
 
-    coef, _ = cholesky_solve(G, r[:, None])
+    coef, info = solve_psd(G, r[:, None])
     w = coef[:d_in, 0]
-    return {"mode": "norm", "norm_w": w, "norm_b": float(coef[d_in, 0] - w @ shift)}
+    return {"mode": "norm", "norm_w": w, "norm_b": float(coef[d_in, 0] - w @ shift),
+            "rank": info["rank"]}
 
 
 def apply_norm(cal: dict, A: np.ndarray, P: np.ndarray, eps: float = EPS) -> np.ndarray:

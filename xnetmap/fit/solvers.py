@@ -4,8 +4,14 @@ All three work from sufficient statistics accumulated in float64 chunk by chunk
 (out of core): counts, sums and the cross products of the *shifted* data (the
 first chunk's mean is subtracted before multiplying, which keeps the float64
 sums well conditioned for features with large means, such as ReLU outputs).
-The linear systems are solved by Cholesky (``numpy.linalg.cholesky``) and two
-triangular solves; SciPy is not a dependency.
+
+The symmetric positive semidefinite systems are solved with SciPy's LAPACK
+routines (:func:`solve_psd`): a Cholesky factorisation (``cho_factor`` /
+``cho_solve``) when LAPACK's condition estimate says the matrix is comfortably
+non-singular, otherwise an eigendecomposition (``eigh``) that drops the
+eigenvalues below an explicit relative cutoff (:data:`RCOND`) and returns the
+minimum-norm solution. Both paths give the same answer where they overlap, so
+the result does not depend on which one the rounding of a given BLAS picks.
 """
 
 from __future__ import annotations
@@ -71,85 +77,127 @@ def accumulate_moments(X: Any, Y: Any, rows: np.ndarray, *, cross: bool = True) 
     return Moments(n, shift_x + mx, shift_y + my, cov_xx, cov_xy)
 
 
-def solve_lower(L: np.ndarray, B: np.ndarray, block: int = 128) -> np.ndarray:
-    """Solve ``L Z = B`` for lower-triangular ``L`` by blocked forward substitution."""
-    n = L.shape[0]
-    Z = np.array(B, dtype=np.float64, copy=True)
-    for s in range(0, n, block):
-        e = min(s + block, n)
-        if s:
-            Z[s:e] -= L[s:e, :s] @ Z[:s]
-        Z[s:e] = _small_lower(L[s:e, s:e], Z[s:e])
-    return Z
+#: Eigenvalues below ``RCOND * largest`` are treated as zero. Features are float32
+#: (relative rounding 6e-8, so 4e-15 in a variance); 1e-12 leaves headroom for
+#: large feature means and still keeps a covariance of condition 1e10 at full rank.
+RCOND = 1e-12
+#: LAPACK's reciprocal condition estimate above which Cholesky is used. Far above
+#: RCOND (even allowing the 1-norm estimate's factor-of-d slack), so no direction
+#: that the cutoff would drop is ever solved by Cholesky.
+CHOLESKY_MIN_RCOND = 1e-8
 
 
-def solve_upper(U: np.ndarray, B: np.ndarray, block: int = 128) -> np.ndarray:
-    """Solve ``U Z = B`` for upper-triangular ``U`` by blocked back substitution."""
-    return solve_lower(U[::-1, ::-1], B[::-1], block)[::-1]
+def solve_psd(A: np.ndarray, B: np.ndarray, *, rcond: float = RCOND) -> tuple[np.ndarray, dict]:
+    """Minimum-norm solution of ``A Z = B`` for a symmetric positive semidefinite ``A``.
 
+    Parameters
+    ----------
+    A : ndarray of shape (d, d)
+        Symmetric positive semidefinite (a covariance plus any ridge).
+    B : ndarray of shape (d, k)
+    rcond : float
+        Relative eigenvalue cutoff: directions whose eigenvalue is at most
+        ``rcond * max eigenvalue`` are left out of the solution.
 
-def _small_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    Z = np.empty_like(B)
-    for i in range(L.shape[0]):
-        Z[i] = (B[i] - L[i, :i] @ Z[:i]) / L[i, i]
-    return Z
+    Returns
+    -------
+    Z : ndarray of shape (d, k), float64
+    info : dict
+        ``rank`` (effective rank), ``dim`` (d), ``rcond``, ``eigenvalue_cutoff``
+        (absolute; eigenvalues at or below it were dropped), ``condition`` (of the
+        part solved: LAPACK's 1-norm estimate after Cholesky, ``max/min`` kept
+        eigenvalue otherwise) and ``method`` (``"cholesky"`` or ``"eigh"``).
+
+    Raises
+    ------
+    InputError
+        ``A`` or ``B`` hold NaN or infinity.
+    """
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigh  # noqa: PLC0415
+    from scipy.linalg.lapack import dpocon  # noqa: PLC0415
+
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    if not (np.isfinite(A).all() and np.isfinite(B).all()):
+        raise InputError("the normal equations hold NaN or infinity; the features overflow "
+                         "float64 sums (check the feature store for huge values)")
+    d = A.shape[0]
+    info = {"dim": int(d), "rcond": float(rcond)}
+    anorm = float(np.abs(A).sum(axis=0).max())
+    if anorm > 0:
+        try:
+            c = cho_factor(A, lower=True, check_finite=False)
+            est, err = dpocon(c[0], anorm, uplo="L")
+            if err == 0 and est > CHOLESKY_MIN_RCOND:
+                info.update(rank=int(d), eigenvalue_cutoff=0.0, condition=float(1.0 / est),
+                            method="cholesky")
+                return cho_solve(c, B, check_finite=False), info
+        except LinAlgError:
+            pass  # not numerically positive definite: the rank-revealing path below
+    w, V = eigh(0.5 * (A + A.T), check_finite=False)
+    cutoff = float(rcond * max(w[-1], 0.0))
+    keep = w > cutoff
+    Vk = V[:, keep]
+    Z = Vk @ ((Vk.T @ B) / w[keep, None])
+    rank = int(keep.sum())
+    info.update(rank=rank, eigenvalue_cutoff=cutoff, method="eigh",
+                condition=float(w[-1] / w[keep][0]) if rank else None)
+    return Z, info
 
 
 def cholesky_solve(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
-    """Solve ``A Z = B`` for symmetric positive (semi)definite ``A``.
-
-    A singular ``A`` (collinear or constant features) gets a growing diagonal
-    jitter, starting at 1e-12 of its mean diagonal, until Cholesky succeeds.
+    """Solve ``A Z = B`` for symmetric positive (semi)definite ``A`` (see :func:`solve_psd`).
 
     Returns
     -------
     Z : ndarray, same shape as ``B``
-    jitter : float
-        The diagonal added (0.0 when none was needed).
+    cutoff : float
+        The absolute eigenvalue cutoff applied (0.0 when ``A`` was solved as is);
+        use :func:`solve_psd` for the rank and condition.
     """
-    scale = float(np.mean(np.diag(A))) or 1.0
-    jitter = 0.0
-    for k in range(14):
-        try:
-            L = np.linalg.cholesky(A + jitter * np.eye(len(A)))
-            break
-        except np.linalg.LinAlgError:
-            jitter = scale * 10.0 ** (-12 + k)
-    else:
-        raise InputError("the source features' covariance is not positive definite even with "
-                         "a large ridge; are the features constant?")
-    return solve_upper(L.T, solve_lower(L, B)), jitter
+    Z, info = solve_psd(A, B)
+    return Z, info["eigenvalue_cutoff"] if info["rank"] < info["dim"] else 0.0
 
 
 def solve_ridge(m: Moments, alpha: float) -> tuple[np.ndarray, np.ndarray, dict]:
     """Affine least squares with a ridge ``alpha * mean(diag(cov_xx))`` on W only.
+
+    A singular covariance (collinear or constant features) gets the minimum-norm
+    solution: the directions below the cutoff of :func:`solve_psd` are left out.
 
     Returns
     -------
     W : ndarray of shape (d_out, d_in), float64
     b : ndarray of shape (d_out,), float64
     info : dict
-        ``{"ridge": ..., "jitter": ...}``.
+        The regularisation actually applied: ``ridge`` (absolute value added to
+        the covariance's diagonal), ``rank`` (effective rank of the solved
+        system, out of ``d_in``), ``eigenvalue_cutoff``, ``rcond``, ``condition``
+        and ``solve_method`` (see :func:`solve_psd`).
     """
     lam = alpha * float(np.mean(np.diag(m.cov_xx)))
     A = m.cov_xx + lam * np.eye(len(m.cov_xx))
-    Wt, jitter = cholesky_solve(A, m.cov_xy)
+    Wt, s = solve_psd(A, m.cov_xy)
     W = Wt.T
     b = m.mean_y - W @ m.mean_x
-    return W, b, {"ridge": lam, "jitter": jitter}
+    return W, b, {"ridge": lam, "rank": s["rank"], "eigenvalue_cutoff": s["eigenvalue_cutoff"],
+                  "rcond": s["rcond"], "condition": s["condition"], "solve_method": s["method"]}
 
 
 def solve_procrustes(m: Moments) -> tuple[np.ndarray, np.ndarray, dict]:
     """Orthogonal map plus bias: ``W`` = the (d_out, d_in) block of ``U V^T``.
 
     Unequal widths are zero-padded to ``max(d_in, d_out)``; the orthogonal
-    ``R = argmax tr(R^T C)`` over the padded cross covariance, cropped.
+    ``R = argmax tr(R^T C)`` over the padded cross covariance, cropped. When the
+    cross covariance is rank deficient ``R`` is not unique; ``info["rank"]`` (its
+    singular values above ``RCOND`` times the largest) says so.
     """
     d_in, d_out = m.cov_xy.shape
     d = max(d_in, d_out)
     C = np.zeros((d, d))
     C[:d_out, :d_in] = m.cov_xy.T
-    U, _, Vt = np.linalg.svd(C)
+    U, sv, Vt = np.linalg.svd(C)
     W = (U @ Vt)[:d_out, :d_in]
     b = m.mean_y - W @ m.mean_x
-    return W, b, {"padded_to": d}
+    rank = int(np.sum(sv > RCOND * sv[0])) if sv[0] > 0 else 0
+    return W, b, {"padded_to": d, "rank": rank, "rcond": RCOND}
