@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import idx as idxmod
-from .decode import UnreadableImage, decode_image, image_from_array
+from .decode import CONVERSIONS_KEY, UnreadableImage, decode_image, image_from_array
 from .labelfiles import encode_labels, read_class_index, read_labels_file
 
 KINDS = ("folder", "flat", "idx", "npz", "npy", "unlabeled")
@@ -101,12 +101,44 @@ class _FileSource:
         return self.root / self.relpaths[j]
 
     def fingerprint(self, h) -> None:
+        stats = []
         for rel in self.relpaths:
             try:
                 st = os.stat(self.root / rel)
                 h.update(_fs_bytes(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n"))
+                stats.append((st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns))
             except OSError:
                 h.update(_fs_bytes(f"{rel}\0missing\n"))
+                stats.append((-1, 0, 0, 0))
+        self._stats = stats  # kept for content digests: sizes pick which files to hash
+
+    def sizes(self) -> np.ndarray:
+        """Byte size of every file (-1: missing), from the fingerprint's ``stat`` pass."""
+        if getattr(self, "_stats", None) is None:
+            self.fingerprint(hashlib.sha256())
+        return np.array([s[0] for s in self._stats], dtype=np.int64)
+
+    def digests(self, wanted: np.ndarray, memo: dict) -> list:
+        """Content digest of the files at source indices ``wanted`` (a file read once per call)."""
+        out = []
+        for j in wanted:
+            key = self._stats[int(j)][1:]
+            if key not in memo:
+                memo[key] = _content_digest(self.root / self.relpaths[int(j)])
+            out.append(memo[key])
+        return out
+
+
+def _content_digest(path: Path) -> bytes | None:
+    """BLAKE2b-128 of a file's bytes (None when it cannot be read: never equal to another)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.digest()
 
 
 def _fs_bytes(text: str) -> bytes:
@@ -136,6 +168,16 @@ class _ArraySource:
             h.update(_fs_bytes(f.name) + b"\0")
             _sha256_file(f, h)
 
+    def sizes(self) -> np.ndarray:
+        """Byte size of every image row (all equal)."""
+        return np.full(len(self), int(np.prod(self.array.shape[1:])), dtype=np.int64)
+
+    def digests(self, wanted: np.ndarray, memo: dict) -> list:
+        """Content digest of the rows at ``wanted`` (pixels and shape)."""
+        shape = str(self.array.shape[1:]).encode()
+        return [hashlib.blake2b(np.ascontiguousarray(self.array[int(j)]).tobytes() + shape,
+                                digest_size=16).digest() for j in wanted]
+
 
 class Dataset:
     """A sequence of images with optional integer labels.
@@ -152,7 +194,8 @@ class Dataset:
         Names for class ids when known.
     """
 
-    def __init__(self, kind, source, labels, class_names, location, *, index=None, notes=()):
+    def __init__(self, kind, source, labels, class_names, location, *, index=None, notes=(),
+                 class_index=None):
         self.kind = kind
         self._source = source
         self._index = None if index is None else np.asarray(index, dtype=np.int64)
@@ -162,6 +205,8 @@ class Dataset:
         self.class_names = class_names
         self.location = location
         self.notes = list(notes)
+        self.class_index = class_index  # the class-index file that numbered the classes, if any
+        self.conversions: dict[int, tuple] = {}  # sample -> what decoding changed (see load)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -190,7 +235,24 @@ class Dataset:
         UnreadableImage
             The sample cannot be decoded (never substituted).
         """
-        return self._source.load(self._j(int(i)))
+        img = self._source.load(self._j(int(i)))
+        done = img.info.get(CONVERSIONS_KEY)
+        if done:
+            self.conversions[int(i) % len(self)] = done
+        return img
+
+    def conversion_counts(self, start: int = 0, stop: int | None = None) -> dict[str, int]:
+        """How many samples in ``[start, stop)`` each decoding change touched (so far loaded).
+
+        Keys: ``"EXIF rotation applied"``, ``"CMYK -> RGB"``, ``"P -> RGB"``, ``"I;16 -> L"``...
+        """
+        stop = len(self) if stop is None else stop
+        counts: dict[str, int] = {}
+        for i, done in list(self.conversions.items()):
+            if start <= i < stop:
+                for what in done:
+                    counts[what] = counts.get(what, 0) + 1
+        return dict(sorted(counts.items()))
 
     def subset(self, indices) -> Dataset:
         """A dataset of the samples at ``indices`` (ids and labels follow)."""
@@ -202,7 +264,7 @@ class Dataset:
         base = idx if self._index is None else self._index[idx]
         labels = None if self.labels is None else self.labels[idx]
         return Dataset(self.kind, self._source, labels, self.class_names, self.location,
-                       index=base, notes=self.notes)
+                       index=base, notes=self.notes, class_index=self.class_index)
 
     def fingerprint(self) -> str:
         """Hex SHA-256 identifying this dataset's content, labels, class names and selection."""
@@ -217,6 +279,13 @@ class Dataset:
                 h.update(b"index\0" + np.ascontiguousarray(self._index, dtype="<i8").tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def _selected(self) -> np.ndarray:
+        return np.arange(len(self._source)) if self._index is None else self._index
+
+    def sample_sizes(self) -> np.ndarray:
+        """Byte size of each sample's content (file size, or raw pixel bytes of an array row)."""
+        return self._source.sizes()[self._selected()]
 
     def describe(self) -> str:
         """One line: kind, location, size, labels."""
@@ -233,6 +302,32 @@ class Dataset:
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
         return text
+
+
+def shared_samples(train: Dataset, val: Dataset) -> tuple[int, list[str]]:
+    """How many ``val`` samples have the same content (bytes) as some ``train`` sample.
+
+    Sizes come from the fingerprint's ``stat`` pass; only samples whose size occurs
+    on both sides are read and hashed (BLAKE2b), each file once, whichever dataset
+    lists it. The same file, the same folder and byte-identical copies all count.
+
+    Returns
+    -------
+    count : int
+    examples : list of str
+        Up to five val sample ids that also occur in train.
+    """
+    sa, sb = train.sample_sizes(), val.sample_sizes()
+    common = np.intersect1d(sa[sa >= 0], sb[sb >= 0])
+    if not common.size:
+        return 0, []
+    memo: dict = {}
+    ia = np.flatnonzero(np.isin(sa, common))
+    ib = np.flatnonzero(np.isin(sb, common))
+    da = {d for d in train._source.digests(train._selected()[ia], memo) if d is not None}
+    db = val._source.digests(val._selected()[ib], memo)
+    hits = [int(i) for i, d in zip(ib, db) if d is not None and d in da]
+    return len(hits), [val.ids[i] for i in hits[:5]]
 
 
 # --------------------------------------------------------------------------- readers
@@ -517,6 +612,13 @@ def open_dataset(
         raise InputError(f"dataset {path} does not exist")
     if kind is None:
         kind = _detect_kind(path, labels_p)
+    ds = _open_kind(kind, path, labels_p, ci)
+    if ci is not None and ds.labels is not None:
+        ds.class_index = str(ci)
+    return ds
+
+
+def _open_kind(kind: str, path: Path, labels_p: Path | None, ci: Path | None) -> Dataset:
     if kind == "folder":
         return _open_folder(path, ci)
     if kind == "flat":
@@ -530,4 +632,5 @@ def open_dataset(
     return _open_npz(path, labels_p, ci)
 
 
-__all__ = ["Dataset", "open_dataset", "UnreadableImage", "KINDS", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "open_dataset", "shared_samples", "UnreadableImage", "KINDS",
+           "IMAGE_SUFFIXES"]

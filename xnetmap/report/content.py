@@ -138,6 +138,7 @@ def build_blocks(study: Study) -> list:
             "Acc(C_B(F_B)) − Acc(C_B(M F_A)) in points; a negative loss is a gain."
         )
     )
+    b.extend(_notes(study))
     if study.labelled:
         if n_models > 2:
             b.append(Heading(2, "Loss matrix (points)"))
@@ -288,6 +289,13 @@ def build_blocks(study: Study) -> list:
     b.extend(_map_files(study))
     b.append(Para(f"xnetmap {study.xnetmap_version}, report created {study.created}."))
     return b
+
+
+def _notes(study: Study) -> list:
+    """What the run assumed, converted or warns about (one paragraph each)."""
+    if not study.notes:
+        return []
+    return [Heading(2, "Notes"), *(Para(f"NOTE: {n}") for n in study.notes)]
 
 
 def _map_files(study: Study) -> list:
