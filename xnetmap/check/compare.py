@@ -30,7 +30,7 @@ from ..study import statistics as M
 from ..study.classifiers import choose_classifiers
 from ..study.labels import place_classes, place_on_train, same_output_space, shared_labels
 from ..study.prepare import prepare_models, read_models, run_notes, train_val_overlap
-from ..study.scores import score_native, score_pairs, val_features
+from ..study.scores import cka_sample_note, score_native, score_pairs, val_features
 from ..study.settings import StudySettings
 from .policy import DEFAULT_THRESHOLDS, CheckPolicy
 from .result import CheckResult, Metric, drift_metrics, gate, load_baseline, unmeasured_gates
@@ -227,7 +227,7 @@ def check_models(reference, candidate, *, val, train=None, policy: CheckPolicy,
     notes += provider_notes(infos, device)
     prepared = prepare_models(infos, ["reference", "candidate"], val_ds, train_ds, settings,
                               cache_dir, device, progress)
-    notes = run_notes(prepared) + notes
+    notes = run_notes(prepared, nonfinite=False) + notes
     width = (len(train_ds.class_names or []) or None) if head == "probe" else None
     classifiers = choose_classifiers(prepared, replace(settings, head=head), cache_dir, progress,
                                      width)
@@ -265,6 +265,7 @@ def _measure(prepared, classifiers, val_data, logits, same, train_ds, policy, se
         pairs = score_pairs(prepared, classifiers, val_data, logits, list(_TAGS), settings,
                             cache_dir, device, progress)
         metrics += _map_metrics(pairs.results, policy)
+        notes += cka_sample_note(val_data)
     elif train_ds is not None:
         notes.append("map-based comparison skipped: train features are not finite")
     metrics += finite

@@ -192,6 +192,11 @@ class Dataset:
         Class ids, None for unlabeled data.
     class_names : list of str or None
         Names for class ids when known.
+    class_index : str or None
+        The class-index file that numbered the classes (ids are then classifier outputs).
+    conversions : dict of int to tuple of str
+        Samples whose decoding changed them (EXIF rotation, mode conversion), filled by
+        :meth:`load`; :meth:`conversion_counts` sums them.
     """
 
     def __init__(self, kind, source, labels, class_names, location, *, index=None, notes=(),
@@ -284,7 +289,11 @@ class Dataset:
         return np.arange(len(self._source)) if self._index is None else self._index
 
     def sample_sizes(self) -> np.ndarray:
-        """Byte size of each sample's content (file size, or raw pixel bytes of an array row)."""
+        """Byte size of each sample's content (file size, or raw pixel bytes of an array row).
+
+        File sizes come from the fingerprint's ``stat`` pass (taken here if not yet).
+        """
+        self.fingerprint()
         return self._source.sizes()[self._selected()]
 
     def describe(self) -> str:

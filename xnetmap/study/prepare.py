@@ -153,12 +153,21 @@ def train_val_overlap(train_ds, val_ds, *, strict: bool = False) -> list[str]:
     return [f"warning: {text}"]
 
 
-def run_notes(prepared: list[PreparedModel]) -> list[str]:
-    """What was assumed or converted this run, from the store manifests (so cached runs too)."""
+def run_notes(prepared: list[PreparedModel], nonfinite: bool = True) -> list[str]:
+    """What was assumed or converted this run, from the store manifests (so cached runs too).
+
+    ``nonfinite``: also warn about NaN/inf feature rows (``check`` gates on them instead).
+    """
     notes = []
     for p in prepared:
         for note in p.val_store.manifest.get("preprocess_notes", []):
             notes.append(f"{p.name}: {note}")
+    for p in prepared if nonfinite else []:
+        for role, store in (("val", p.val_store), ("train", p.train_store)):
+            bad = 0 if store is None else int(store.manifest.get("total_nonfinite", 0))
+            if bad:
+                notes.append(f"warning: {p.name} gives NaN or inf features on {bad:,} {role} "
+                             "rows")
     first = prepared[0]
     for role, store in (("val", first.val_store), ("train", first.train_store)):
         counts = (store.manifest.get("conversions") or {}) if store is not None else {}

@@ -27,7 +27,7 @@ from ..runtime import resolve_device
 from .classifiers import choose_classifiers
 from .labels import check_label_space, place_classes, place_on_train, shared_labels
 from .prepare import model_names, prepare_models, read_models, run_notes, train_val_overlap
-from .scores import score_native, score_pairs, val_features
+from .scores import cka_sample_note, score_native, score_pairs, val_features
 from .settings import StudySettings
 from .table import DatasetInfo, Study
 
@@ -163,6 +163,7 @@ def run_study(models, *, val, train=None, names: list[str] | None = None,
     classifiers = choose_classifiers(prepared, settings, cache_dir, say, width)
     timings["classifiers"] = time.perf_counter() - t0
     val_data = val_features(prepared, class_map)
+    notes += cka_sample_note(val_data) if pairs else []
     native_logits, native = score_native(prepared, classifiers, val_data, device)
     t0 = time.perf_counter()
     pair_scores = score_pairs(prepared, classifiers, val_data, native_logits, pairs,

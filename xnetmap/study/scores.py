@@ -114,3 +114,17 @@ def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], va
         ))
         files[(src.name, tgt.name)] = path
     return PairScores(results, files)
+
+
+def cka_sample_note(val: ValFeatures) -> list[str]:
+    """A warning when CKA rests on fewer than 5 x the wider feature width samples.
+
+    With n small against the widths, linear CKA between unrelated features is
+    already close to 1 (the biased estimator), so the number says little.
+    """
+    n = len(val.rows)
+    widest = max(int(F.shape[1]) for F in val.feats)
+    if n >= 5 * widest:
+        return []
+    return [f"warning: CKA is computed on {n:,} val samples for features up to {widest:,} wide "
+            f"(fewer than 5 x {widest:,} = {5 * widest:,}): treat it as unreliable"]
