@@ -297,3 +297,13 @@ def test_fp16_candidate_on_cuda_runs_on_the_gpu(w, tmp_path):
     fp16 = tiny_classifier(tmp_path / "half.onnx", 3, 0, fp16=True)
     code, out = _check(w, w["a"], fp16, "--val", w["numeric"], "--device", "cuda")
     assert code in (0, 1) and "CPU provider" not in out, out
+
+
+def test_extract_takes_a_class_index(w, tmp_path):
+    index = tmp_path / "classes.txt"
+    index.write_text("cat 281\ndog 207\nfish 1\n")
+    code, out = run_cli("extract", w["wide_a"], w["named"], "-o", tmp_path / "store",
+                        "--class-index", index, "-q")
+    assert code == 0, out
+    labels = np.load(tmp_path / "store" / "labels.npy")
+    assert sorted(set(labels.tolist())) == [1, 207, 281]
