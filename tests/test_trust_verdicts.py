@@ -200,6 +200,14 @@ def test_overlap_by_content(tmp_path, w):
     assert shared_samples(open_dataset(w["numeric_train"]), val)[0] == 0  # distinct images
     count, examples = shared_samples(open_dataset(partial), val)
     assert count == 2 and set(examples) == {"1/img2.png", "2/img0.png"}
+    # same size and same first 4 KiB, different tail: not the same image
+    (tmp_path / "u1").mkdir()
+    (tmp_path / "u2").mkdir()
+    (tmp_path / "u1" / "x.png").write_bytes(b"\0" * 5000 + b"a")
+    (tmp_path / "u2" / "x.png").write_bytes(b"\0" * 5000 + b"b")
+    (tmp_path / "u2" / "y.png").write_bytes(b"\0" * 5000 + b"a")
+    assert shared_samples(open_dataset(tmp_path / "u1"), open_dataset(tmp_path / "u2")) \
+        == (1, ["y.png"])
     x = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
     npz = tmp_path / "a.npz"
     np.savez(npz, images=x, labels=np.arange(6) % 3)

@@ -118,22 +118,27 @@ class _FileSource:
             self.fingerprint(hashlib.sha256())
         return np.array([s[0] for s in self._stats], dtype=np.int64)
 
-    def digests(self, wanted: np.ndarray, memo: dict) -> list:
-        """Content digest of the files at source indices ``wanted`` (a file read once per call)."""
+    def digests(self, wanted: np.ndarray, memo: dict, limit: int | None = None) -> list:
+        """Content digest of the files at source indices ``wanted`` (of their first ``limit``
+        bytes when given); a file shared by both datasets is read once per ``memo``."""
         out = []
         for j in wanted:
-            key = self._stats[int(j)][1:]
+            key = (*self._stats[int(j)][1:], limit)
             if key not in memo:
-                memo[key] = _content_digest(self.root / self.relpaths[int(j)])
+                memo[key] = _content_digest(self.root / self.relpaths[int(j)], limit)
             out.append(memo[key])
         return out
 
 
-def _content_digest(path: Path) -> bytes | None:
-    """BLAKE2b-128 of a file's bytes (None when it cannot be read: never equal to another)."""
+def _content_digest(path: Path, limit: int | None = None) -> bytes | None:
+    """BLAKE2b-128 of a file's bytes, or of its first ``limit`` bytes (None when it cannot
+    be read: never equal to another)."""
     h = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as fh:
+            if limit is not None:
+                h.update(fh.read(limit))
+                return h.digest()
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     except OSError:
@@ -172,8 +177,8 @@ class _ArraySource:
         """Byte size of every image row (all equal)."""
         return np.full(len(self), int(np.prod(self.array.shape[1:])), dtype=np.int64)
 
-    def digests(self, wanted: np.ndarray, memo: dict) -> list:
-        """Content digest of the rows at ``wanted`` (pixels and shape)."""
+    def digests(self, wanted: np.ndarray, memo: dict, limit: int | None = None) -> list:
+        """Content digest of the rows at ``wanted`` (pixels and shape; rows are small)."""
         shape = str(self.array.shape[1:]).encode()
         return [hashlib.blake2b(np.ascontiguousarray(self.array[int(j)]).tobytes() + shape,
                                 digest_size=16).digest() for j in wanted]
@@ -317,8 +322,9 @@ def shared_samples(train: Dataset, val: Dataset) -> tuple[int, list[str]]:
     """How many ``val`` samples have the same content (bytes) as some ``train`` sample.
 
     Sizes come from the fingerprint's ``stat`` pass; only samples whose size occurs
-    on both sides are read and hashed (BLAKE2b), each file once, whichever dataset
-    lists it. The same file, the same folder and byte-identical copies all count.
+    on both sides are read: first their first 4 KiB, then, where those match too, the
+    whole file (BLAKE2b), each file once whichever dataset lists it. The same file,
+    the same folder and byte-identical copies all count.
 
     Returns
     -------
@@ -333,9 +339,14 @@ def shared_samples(train: Dataset, val: Dataset) -> tuple[int, list[str]]:
     memo: dict = {}
     ia = np.flatnonzero(np.isin(sa, common))
     ib = np.flatnonzero(np.isin(sb, common))
-    da = {d for d in train._source.digests(train._selected()[ia], memo) if d is not None}
-    db = val._source.digests(val._selected()[ib], memo)
-    hits = [int(i) for i, d in zip(ib, db) if d is not None and d in da]
+    for limit in (4096, None):  # a cheap prefix pass, then whole files where prefixes match
+        ka = train._source.digests(train._selected()[ia], memo, limit)
+        kb = val._source.digests(val._selected()[ib], memo, limit)
+        both = ({d for d in ka if d is not None}
+                & {d for d in kb if d is not None})
+        ia = np.array([i for i, d in zip(ia, ka) if d in both], dtype=np.int64)
+        ib = np.array([i for i, d in zip(ib, kb) if d in both], dtype=np.int64)
+    hits = [int(i) for i in ib]
     return len(hits), [val.ids[i] for i in hits[:5]]
 
 
