@@ -245,22 +245,18 @@ def _labels_of(path):
     return next(p.value for p in model.metadata_props if p.key == "xnetmap.labels")
 
 
-def test_probe_head_covers_classes_missing_from_train(data, tmp_path):
-    # Train slice without class 9 ("Ankle boot"); val has it: the probe must still have
-    # 10 outputs (class 9 simply never learned), not fail on val label 9.
+def test_probe_head_refuses_val_classes_missing_from_train(data, tmp_path):
+    # Train slice without class 9 ("Ankle boot"); val has it: a probe fitted on train can
+    # never predict it, so the study refuses (issue 11, case 3) instead of scoring it wrong.
     xt, yt = fashion("train", N_TRAIN)
     keep = yt != 9
     train = write_npz(tmp_path / "train_no9.npz", xt[keep], yt[keep])
     out = tmp_path / "probe9"
     res = _run(["run-study", A, B, "--train", train, "--val", data["val"], "-o", out,
                 "--head", "probe", "--epochs", "3", "--bootstrap", "20", "-q"])
-    assert res.exit_code == 0, res.output
-    report = json.loads((out / "report.json").read_text())
-    n9 = int((data["yv"] == 9).sum())
-    assert n9 > 0
-    for m in report["models"]:
-        assert m["correct"] <= m["n"] - n9  # no ankle boot can be right
-        assert m["correct"] / (m["n"] - n9) > 0.75
+    assert res.exit_code == 2, res.output
+    assert "val classes '9' have no training images" in res.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("extra, message", [(["--names", "x,x"], "--names"),

@@ -50,6 +50,16 @@ _PRE_OPTS = {
 }
 
 
+_CLASS_INDEX_HELP = (
+    "Class-index file placing the dataset's classes on the classifier outputs: JSON "
+    "{name: output index} (or a list of names), or text 'name index' per line. Without "
+    "it, numeric class folders 0..K-1 and integer labels are output indices, and named "
+    "classes go through the models' xnetmap.labels (see `xnetmap annotate --labels`).")
+_CLASS_INDEX_OPT = typer.Option(None, "--class-index", help=_CLASS_INDEX_HELP)
+_STRICT_OPT = typer.Option(False, "--strict", help="Refuse (exit 2) when train and val share "
+                           "images (by content), instead of a warning.")
+
+
 def _shown(path) -> str:
     """A path as the user would type it: relative to the current folder when inside it."""
     import os
@@ -266,6 +276,7 @@ def extract_cmd(
         None, "--shard-rows", hidden=True,
         help="Rows per shard of a new store.",
     ),
+    class_index: Path | None = _CLASS_INDEX_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
@@ -283,6 +294,10 @@ def extract_cmd(
     if preset is not None:
         preprocess["preset"] = preset
     preprocess = preprocess or None
+    if class_index is not None:
+        from .data import open_dataset
+
+        dataset = open_dataset(dataset, class_index=class_index)
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     bar_ctx = None
     callback = None
@@ -570,6 +585,8 @@ def run_study_cmd(
     init: str | None = typer.Option(None, "--init", help="gd start: zero or lstsq."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI."),
     seed: int = typer.Option(0, "--seed"),
+    class_index: Path | None = _CLASS_INDEX_OPT,
+    strict: bool = _STRICT_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
@@ -581,10 +598,17 @@ def run_study_cmd(
     outcome = run_study(
         models, val=val, train=train,
         names=[n.strip() for n in names.split(",")] if names else None,
-        settings=settings, cache_dir=cache,
+        settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
+    _print_notes(outcome.study.notes)
     _print_study(outcome, _write_study(outcome, out, loss_range), json_out=json_out)
+
+
+def _print_notes(notes) -> None:
+    """Each note of a run once, on stderr (warnings included, even with --quiet)."""
+    for note in notes:
+        _echo_err(f"xnetmap: {note}" if note.startswith("warning:") else f"xnetmap: note: {note}")
 
 
 @app.command("demo")
@@ -596,6 +620,7 @@ def demo_cmd(
     device: str = _STUDY_OPTS["device"],
     cache: Path | None = _CACHE_OPT,
     loss_range: float | None = _LOSS_RANGE_OPT,
+    class_index: Path | None = _CLASS_INDEX_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Run the study on the bundled zoo and Fashion-MNIST; print Table 1 and the matrices."""
@@ -612,8 +637,10 @@ def demo_cmd(
     outcome = run_study(
         models, val=str(val), train=train or str(bundled_train), names=names,
         settings=StudySettings(solver=solver, device=device), cache_dir=cache,
+        class_index=class_index,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
+    _print_notes(outcome.study.notes)
     reports = _write_study(outcome, out, loss_range)
     typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
     _print_study(outcome, reports, json_out=False, table_pair=names[:2])
@@ -672,6 +699,8 @@ def check_cmd(
     cut: str = _STUDY_OPTS["cut"],
     batch_size: int = typer.Option(128, "--batch-size"),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
+    class_index: Path | None = _CLASS_INDEX_OPT,
+    strict: bool = _STRICT_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """CI gate: is CANDIDATE still functionally equivalent to REFERENCE? Exit 0 pass, 1 fail."""
@@ -684,7 +713,7 @@ def check_cmd(
                              max_bad=max_bad)
     result = chk.check_models(
         reference, candidate, val=val, train=train, policy=pol, baseline=baseline,
-        settings=settings, cache_dir=cache,
+        settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
         progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
     )
     typer.echo(chk.format_summary(result))

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from .datasets import KINDS, Dataset, open_dataset
+from .datasets import KINDS, Dataset, open_dataset, shared_samples
 from .decode import MAX_PIXELS, UnreadableImage, decode_image
 from .preprocess import (
     LABELS_KEY,
@@ -34,4 +34,5 @@ __all__ = [
     "open_dataset",
     "overrides_from_strings",
     "preprocess_sample",
+    "shared_samples",
 ]

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import idx as idxmod
-from .decode import UnreadableImage, decode_image, image_from_array
+from .decode import CONVERSIONS_KEY, UnreadableImage, decode_image, image_from_array
 from .labelfiles import encode_labels, read_class_index, read_labels_file
 
 KINDS = ("folder", "flat", "idx", "npz", "npy", "unlabeled")
@@ -101,12 +101,49 @@ class _FileSource:
         return self.root / self.relpaths[j]
 
     def fingerprint(self, h) -> None:
+        stats = []
         for rel in self.relpaths:
             try:
                 st = os.stat(self.root / rel)
                 h.update(_fs_bytes(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n"))
+                stats.append((st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns))
             except OSError:
                 h.update(_fs_bytes(f"{rel}\0missing\n"))
+                stats.append((-1, 0, 0, 0))
+        self._stats = stats  # kept for content digests: sizes pick which files to hash
+
+    def sizes(self) -> np.ndarray:
+        """Byte size of every file (-1: missing), from the fingerprint's ``stat`` pass."""
+        if getattr(self, "_stats", None) is None:
+            self.fingerprint(hashlib.sha256())
+        return np.array([s[0] for s in self._stats], dtype=np.int64)
+
+    def digests(self, wanted: np.ndarray, memo: dict, limit: int | None = None) -> list:
+        """Content digest of the files at source indices ``wanted`` (of their first ``limit``
+        bytes when given); a file shared by both datasets is read once per ``memo``."""
+        out = []
+        for j in wanted:
+            key = (*self._stats[int(j)][1:], limit)
+            if key not in memo:
+                memo[key] = _content_digest(self.root / self.relpaths[int(j)], limit)
+            out.append(memo[key])
+        return out
+
+
+def _content_digest(path: Path, limit: int | None = None) -> bytes | None:
+    """BLAKE2b-128 of a file's bytes, or of its first ``limit`` bytes (None when it cannot
+    be read: never equal to another)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            if limit is not None:
+                h.update(fh.read(limit))
+                return h.digest()
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.digest()
 
 
 def _fs_bytes(text: str) -> bytes:
@@ -136,6 +173,16 @@ class _ArraySource:
             h.update(_fs_bytes(f.name) + b"\0")
             _sha256_file(f, h)
 
+    def sizes(self) -> np.ndarray:
+        """Byte size of every image row (all equal)."""
+        return np.full(len(self), int(np.prod(self.array.shape[1:])), dtype=np.int64)
+
+    def digests(self, wanted: np.ndarray, memo: dict, limit: int | None = None) -> list:
+        """Content digest of the rows at ``wanted`` (pixels and shape; rows are small)."""
+        shape = str(self.array.shape[1:]).encode()
+        return [hashlib.blake2b(np.ascontiguousarray(self.array[int(j)]).tobytes() + shape,
+                                digest_size=16).digest() for j in wanted]
+
 
 class Dataset:
     """A sequence of images with optional integer labels.
@@ -150,9 +197,15 @@ class Dataset:
         Class ids, None for unlabeled data.
     class_names : list of str or None
         Names for class ids when known.
+    class_index : str or None
+        The class-index file that numbered the classes (ids are then classifier outputs).
+    conversions : dict of int to tuple of str
+        Samples whose decoding changed them (EXIF rotation, mode conversion), filled by
+        :meth:`load`; :meth:`conversion_counts` sums them.
     """
 
-    def __init__(self, kind, source, labels, class_names, location, *, index=None, notes=()):
+    def __init__(self, kind, source, labels, class_names, location, *, index=None, notes=(),
+                 class_index=None):
         self.kind = kind
         self._source = source
         self._index = None if index is None else np.asarray(index, dtype=np.int64)
@@ -162,6 +215,8 @@ class Dataset:
         self.class_names = class_names
         self.location = location
         self.notes = list(notes)
+        self.class_index = class_index  # the class-index file that numbered the classes, if any
+        self.conversions: dict[int, tuple] = {}  # sample -> what decoding changed (see load)
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -190,7 +245,24 @@ class Dataset:
         UnreadableImage
             The sample cannot be decoded (never substituted).
         """
-        return self._source.load(self._j(int(i)))
+        img = self._source.load(self._j(int(i)))
+        done = img.info.get(CONVERSIONS_KEY)
+        if done:
+            self.conversions[int(i) % len(self)] = done
+        return img
+
+    def conversion_counts(self, start: int = 0, stop: int | None = None) -> dict[str, int]:
+        """How many samples in ``[start, stop)`` each decoding change touched (so far loaded).
+
+        Keys: ``"EXIF rotation applied"``, ``"CMYK -> RGB"``, ``"P -> RGB"``, ``"I;16 -> L"``...
+        """
+        stop = len(self) if stop is None else stop
+        counts: dict[str, int] = {}
+        for i, done in list(self.conversions.items()):
+            if start <= i < stop:
+                for what in done:
+                    counts[what] = counts.get(what, 0) + 1
+        return dict(sorted(counts.items()))
 
     def subset(self, indices) -> Dataset:
         """A dataset of the samples at ``indices`` (ids and labels follow)."""
@@ -202,7 +274,7 @@ class Dataset:
         base = idx if self._index is None else self._index[idx]
         labels = None if self.labels is None else self.labels[idx]
         return Dataset(self.kind, self._source, labels, self.class_names, self.location,
-                       index=base, notes=self.notes)
+                       index=base, notes=self.notes, class_index=self.class_index)
 
     def fingerprint(self) -> str:
         """Hex SHA-256 identifying this dataset's content, labels, class names and selection."""
@@ -217,6 +289,17 @@ class Dataset:
                 h.update(b"index\0" + np.ascontiguousarray(self._index, dtype="<i8").tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def _selected(self) -> np.ndarray:
+        return np.arange(len(self._source)) if self._index is None else self._index
+
+    def sample_sizes(self) -> np.ndarray:
+        """Byte size of each sample's content (file size, or raw pixel bytes of an array row).
+
+        File sizes come from the fingerprint's ``stat`` pass (taken here if not yet).
+        """
+        self.fingerprint()
+        return self._source.sizes()[self._selected()]
 
     def describe(self) -> str:
         """One line: kind, location, size, labels."""
@@ -233,6 +316,38 @@ class Dataset:
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
         return text
+
+
+def shared_samples(train: Dataset, val: Dataset) -> tuple[int, list[str]]:
+    """How many ``val`` samples have the same content (bytes) as some ``train`` sample.
+
+    Sizes come from the fingerprint's ``stat`` pass; only samples whose size occurs
+    on both sides are read: first their first 4 KiB, then, where those match too, the
+    whole file (BLAKE2b), each file once whichever dataset lists it. The same file,
+    the same folder and byte-identical copies all count.
+
+    Returns
+    -------
+    count : int
+    examples : list of str
+        Up to five val sample ids that also occur in train.
+    """
+    sa, sb = train.sample_sizes(), val.sample_sizes()
+    common = np.intersect1d(sa[sa >= 0], sb[sb >= 0])
+    if not common.size:
+        return 0, []
+    memo: dict = {}
+    ia = np.flatnonzero(np.isin(sa, common))
+    ib = np.flatnonzero(np.isin(sb, common))
+    for limit in (4096, None):  # a cheap prefix pass, then whole files where prefixes match
+        ka = train._source.digests(train._selected()[ia], memo, limit)
+        kb = val._source.digests(val._selected()[ib], memo, limit)
+        both = ({d for d in ka if d is not None}
+                & {d for d in kb if d is not None})
+        ia = np.array([i for i, d in zip(ia, ka) if d in both], dtype=np.int64)
+        ib = np.array([i for i, d in zip(ib, kb) if d in both], dtype=np.int64)
+    hits = [int(i) for i in ib]
+    return len(hits), [val.ids[i] for i in hits[:5]]
 
 
 # --------------------------------------------------------------------------- readers
@@ -523,6 +638,8 @@ def open_dataset(
         raise InputError(
             f"dataset {spec!s} ({kind}) has no samples; give a dataset with at least one image"
         )
+    if ci is not None and ds.labels is not None:
+        ds.class_index = str(ci)
     return ds
 
 
@@ -540,4 +657,5 @@ def _open_kind(kind: str, path: Path, labels_p: Path | None, ci: Path | None) ->
     return _open_npz(path, labels_p, ci)
 
 
-__all__ = ["Dataset", "open_dataset", "UnreadableImage", "KINDS", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "open_dataset", "shared_samples", "UnreadableImage", "KINDS",
+           "IMAGE_SUFFIXES"]

@@ -140,6 +140,25 @@ def png_short_reason(data: bytes) -> str | None:
     return None
 
 
+#: Key of ``Image.info`` listing what decoding changed (EXIF rotation, mode conversion).
+CONVERSIONS_KEY = "xnetmap.conversions"
+
+
+def _record_conversions(img, exif_transpose, path: str):
+    """EXIF orientation and the canonical mode applied; what changed listed in ``img.info``."""
+    orientation = img.getexif().get(0x0112, 1)
+    mode = img.mode
+    img = _to_canonical(exif_transpose(img), path)
+    done = []
+    if orientation not in (None, 1):
+        done.append("EXIF rotation applied")
+    if mode != img.mode:
+        done.append(f"{mode} -> {img.mode}")
+    if done:
+        img.info[CONVERSIONS_KEY] = tuple(done)
+    return img
+
+
 def decode_image(path: str | os.PathLike):
     """Open, fully decode and normalise one image file.
 
@@ -181,8 +200,7 @@ def decode_image(path: str | os.PathLike):
                     reason = png_short_reason(fh.read())
                     if reason is not None:
                         raise UnreadableImage(path, reason)
-                img = ImageOps.exif_transpose(img)
-                return _to_canonical(img, str(path))
+                return _record_conversions(img, ImageOps.exif_transpose, str(path))
     except UnreadableImage:
         raise
     except FileNotFoundError as err:

@@ -16,8 +16,10 @@ class-index file when given, else through the sorted unique names).
 
 Class-index file: one class name per line (line number = class id; a line may
 carry a description after the first whitespace, which is ignored for mapping:
-``n01440764 tench``), or JSON: a list of names, a ``{name: index}`` object, or
-torchvision's ``{"0": ["n01440764", "tench"], ...}``.
+``n01440764 tench``), two columns ``name index`` on every line (the index is the
+classifier output; indices may skip outputs), or JSON: a list of names, a
+``{name: index}`` object (indices may skip outputs), or torchvision's
+``{"0": ["n01440764", "tench"], ...}``.
 """
 
 from __future__ import annotations
@@ -47,10 +49,7 @@ def read_class_index(path: str | Path) -> list[str]:
         if isinstance(obj, list):
             names = [str(v) for v in obj]
         elif isinstance(obj, dict) and all(isinstance(v, int) for v in obj.values()):
-            order = sorted(obj.items(), key=lambda kv: kv[1])
-            if [v for _, v in order] != list(range(len(order))):
-                raise InputError(f"class-index file {path}: indices must be 0..{len(order) - 1}")
-            names = [k for k, _ in order]
+            names = _names_by_index(list(obj.items()), path)
         elif isinstance(obj, dict) and all(str(k).isdigit() for k in obj):
             try:
                 names = [
@@ -65,13 +64,37 @@ def read_class_index(path: str | Path) -> list[str]:
                 '{"0": ["wnid", "name"], ...}'
             )
     else:
-        names = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+        rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+        if rows and all(len(r) == 2 and _is_int(r[1]) for r in rows):
+            names = _names_by_index([(r[0], int(r[1])) for r in rows], path)
+        else:
+            names = [r[0] for r in rows]
     if not names:
         raise InputError(f"class-index file {path} is empty")
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[:5]
         raise InputError(f"class-index file {path} repeats class names: {dup}")
     return names
+
+
+def _names_by_index(pairs: list[tuple[str, int]], path: Path) -> list[str]:
+    """Class names by output index from ``(name, index)`` pairs.
+
+    Indices may skip outputs (a 10-class folder placed on a 1000-way classifier);
+    a skipped output gets the placeholder name ``<output I>``, which no folder matches.
+    """
+    by_index: dict[int, str] = {}
+    for name, i in pairs:
+        if i < 0:
+            raise InputError(f"class-index file {path}: negative index {i} for {name!r}")
+        if i in by_index:
+            raise InputError(
+                f"class-index file {path}: index {i} given to both {by_index[i]!r} and {name!r}"
+            )
+        by_index[i] = name
+    if not by_index:
+        return []
+    return [by_index.get(i, f"<output {i}>") for i in range(max(by_index) + 1)]
 
 
 def read_label_names(path: str | Path) -> list[str]:

@@ -251,6 +251,7 @@ def extract_features(
     threads: int | None = None,
     shard_rows: int | None = None,
     prefetch: int | None = None,
+    preprocess_notes=(),
 ):
     """Run the feature extractor F of ``model`` over ``dataset`` into a feature store.
 
@@ -283,6 +284,8 @@ def extract_features(
         ``progress(done_rows, total_rows)`` after every batch (rows of this run).
     threads : int, optional
         onnxruntime intra-op threads (default: cores).
+    preprocess_notes : sequence of str
+        What was assumed to get ``preprocess`` (recorded in the manifest).
     shard_rows : int, optional
         Rows per shard for a new store (default: ~64 MiB of features, a multiple of
         ``batch_size``). A resumed store keeps its own.
@@ -334,6 +337,7 @@ def extract_features(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xnetmap-session") as pool:
         pending = pool.submit(make_session, m["features_path"], device, threads=threads)
         spec, notes = _resolve_preprocess(preprocess, m["source_path"])
+        notes = [*notes, *preprocess_notes]  # what was assumed: recorded in the manifest
         fingerprint = ds.fingerprint()
         sess = pending.result()  # re-raises DeviceUnavailable / ModelRejected
     n = len(ds)
@@ -402,6 +406,7 @@ def extract_features(
                 "model_path": str(model), "features_path": str(m["features_path"]),
                 "cut": m["cut"], "dataset": _describe(ds), "preprocess": json.loads(spec_json),
                 "dim": dim, "shard_rows": shard_rows, "labeled": ds.labels is not None,
+                "preprocess_notes": list(notes),
                 "shards": [], "complete": False,
             }
             atomic_write_bytes_json(out / st.IDS, list(ds.ids))
@@ -576,6 +581,7 @@ def _write_shard(out, k, a, b, buf, valid, bad, dtype, ds) -> dict:
         "bad": [[int(i), ids[int(i)], reason] for i, reason in sorted(bad.items())],
         "nonfinite": stats["nonfinite"][:1000], "n_nonfinite": len(stats["nonfinite"]),
         "zero_norm": stats["zero_norm"][:1000], "n_zero_norm": len(stats["zero_norm"]),
+        "conversions": ds.conversion_counts(a, b) if hasattr(ds, "conversion_counts") else {},
     }
 
 
@@ -585,9 +591,18 @@ def _finish(out: Path, manifest: dict, plan, ds) -> None:
            for s in manifest["shards"] for i, sid, reason in s["bad"]]
     st.atomic_save_npy(out / st.MASK, mask)
     manifest["bad"] = bad
+    manifest["conversions"] = _sum_counts(s.get("conversions", {}) for s in manifest["shards"])
     manifest.update({f"total_{k}": v for k, v in _totals(manifest).items()})
     manifest["complete"] = True
     atomic_write_json(out / st.MANIFEST, manifest)
+
+
+def _sum_counts(dicts) -> dict:
+    total: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return dict(sorted(total.items()))
 
 
 def _totals(manifest: dict) -> dict:

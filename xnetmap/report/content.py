@@ -140,6 +140,7 @@ def _val(study: Study):
 def build_blocks(study: Study, figure_formats=FIGURE_FORMATS) -> list:
     """The report's content, in order; ``figure_formats``: the figures' files besides PNG."""
     b: list = [_header(study), Heading(1, "xnetmap study"), _intro(study)]
+    b.extend(_notes(study))
     if study.labelled:
         b += _labelled_blocks(study)
     else:
@@ -370,6 +371,13 @@ def _provenance_blocks(study: Study) -> list:
         )
     b.extend(_map_files(study))
     return b
+
+
+def _notes(study: Study) -> list:
+    """What the run assumed, converted or warns about (one paragraph each)."""
+    if not study.notes:
+        return []
+    return [Heading(2, "Notes"), *(Para(f"NOTE: {n}") for n in study.notes)]
 
 
 def _map_files(study: Study) -> list:

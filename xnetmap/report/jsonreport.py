@@ -11,6 +11,7 @@ agreement, cosine, R² and CKA are fractions)::
       "labelled": true,                            # false: label-free agreement only
       "head": "native" | "probe",
       "settings": {...},                           # solver, device, bootstrap... verbatim
+      "notes": [str],                              # assumptions, conversions, warnings
       "datasets": [{"role": "train" | "val", "description": str,
                     "fingerprint": str, "n": int | null}],
       "models": [{"name": str, "code": "I", "path": str, "sha256": str,
@@ -106,6 +107,7 @@ def study_to_dict(study: Study) -> dict:
         "labelled": study.labelled,
         "head": study.head,
         "settings": study.settings,
+        "notes": list(study.notes),
         "datasets": [
             {"role": d.role, "description": d.description, "fingerprint": d.fingerprint, "n": d.n}
             for d in study.datasets
@@ -188,6 +190,7 @@ def study_from_dict(d: dict) -> Study:
             for x in d.get("datasets", [])
         ],
         settings=d.get("settings", {}),
+        notes=list(d.get("notes", [])),
         xnetmap_version=d.get("xnetmap_version", ""),
         created=d.get("created", ""),
     )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import FEATURES, cache_root, content_key
+from ..data import shared_samples
 from ..errors import InputError, UsageError
 from ..extract import FeatureStore, extract_features
 from ..graph import ModelInfo, SplitResult, read_model
@@ -87,6 +88,7 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
         workers=settings.workers,
         max_bad=settings.max_bad,
         preprocess=info.preprocess,
+        preprocess_notes=info.preprocess_notes,
     )
 
 
@@ -131,3 +133,45 @@ def valid_rows(stores) -> np.ndarray:
     for st in stores:
         valid &= ~np.asarray(st.mask, bool)
     return np.flatnonzero(valid)
+
+
+def train_val_overlap(train_ds, val_ds, *, strict: bool = False) -> list[str]:
+    """A warning note when train and val share images by content; with ``strict``, a refusal.
+
+    The maps are fitted on train: scoring them on the same images flatters the loss.
+    """
+    if train_ds is None:
+        return []
+    count, examples = shared_samples(train_ds, val_ds)
+    if not count:
+        return []
+    text = (f"train and val share {count:,} image{'s' * (count != 1)} by content "
+            f"({count / max(len(val_ds), 1):.1%} of val, e.g. {', '.join(examples)}): the maps "
+            "are scored partly on images they were fitted on")
+    if strict:
+        raise UsageError(f"{text}; --strict refuses this: remove the shared images from one side")
+    return [f"warning: {text}"]
+
+
+def run_notes(prepared: list[PreparedModel], nonfinite: bool = True) -> list[str]:
+    """What was assumed or converted this run, from the store manifests (so cached runs too).
+
+    ``nonfinite``: also warn about NaN/inf feature rows (``check`` gates on them instead).
+    """
+    notes = []
+    for p in prepared:
+        for note in p.val_store.manifest.get("preprocess_notes", []):
+            notes.append(f"{p.name}: {note}")
+    for p in prepared if nonfinite else []:
+        for role, store in (("val", p.val_store), ("train", p.train_store)):
+            bad = 0 if store is None else int(store.manifest.get("total_nonfinite", 0))
+            if bad:
+                notes.append(f"warning: {p.name} gives NaN or inf features on {bad:,} {role} "
+                             "rows")
+    first = prepared[0]
+    for role, store in (("val", first.val_store), ("train", first.train_store)):
+        counts = (store.manifest.get("conversions") or {}) if store is not None else {}
+        if counts:
+            notes.append(f"{role} images converted while decoding: " + ", ".join(
+                f"{what}: {n:,}" for what, n in counts.items()))
+    return notes

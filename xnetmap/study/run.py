@@ -21,15 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data import open_dataset
 from ..errors import UsageError
 from ..runtime import resolve_device
 from .classifiers import choose_classifiers
-from .labels import shared_labels
-from .prepare import model_names, prepare_models, read_models
-from .scores import score_native, score_pairs, val_features
+from .labels import check_label_space, place_classes, place_on_train, shared_labels
+from .prepare import model_names, prepare_models, read_models, run_notes, train_val_overlap
+from .scores import cka_sample_note, score_native, score_pairs, val_features
 from .settings import StudySettings
 from .table import DatasetInfo, Study
 
@@ -43,8 +41,10 @@ class StudyOutcome:
     seconds: dict
 
 
-def _open(data):
-    return open_dataset(data) if isinstance(data, (str, Path)) else data
+def _open(data, class_index=None):
+    if isinstance(data, (str, Path)):
+        return open_dataset(data, class_index=class_index)
+    return data
 
 
 def _check_inputs(model_paths, train, pairs, settings) -> None:
@@ -59,15 +59,24 @@ def _check_inputs(model_paths, train, pairs, settings) -> None:
         raise UsageError("--head probe fits a classifier per model: give --train with labels")
 
 
-def _probe_width(train_ds, val_store) -> int | None:
-    """The probe's class count: the train set's classes, widened to cover val labels."""
-    n_classes = len(train_ds.class_names or [])
-    if val_store.labels is not None and len(val_store.labels):
-        n_classes = max(n_classes, int(np.asarray(val_store.labels).max()) + 1)
-    return n_classes or None
+def place_val_classes(infos, names, val_ds, train_ds, head: str):
+    """Before any work: each val class placed on an output of every model's C (or refused).
+
+    Returns the class map for :func:`~xnetmap.study.scores.val_features` and notes.
+    """
+    if head == "probe":
+        return place_on_train(val_ds, train_ds), []
+    widths = [info.output_width for info in infos]
+    check_label_space(infos, names, widths)
+    return place_classes(val_ds, widths[0], shared_labels(infos))
 
 
-def _study_value(prepared, native, pair_scores, val, val_ds, train_ds, settings, device):
+def _probe_width(train_ds) -> int | None:
+    """The probe's class count: the train set's classes (val classes are among them)."""
+    return len(train_ds.class_names or []) or None
+
+
+def _study_value(prepared, native, pair_scores, val, val_ds, train_ds, settings, device, notes):
     datasets = [DatasetInfo("val", val_ds.describe(),
                             prepared[0].val_store.manifest.get("dataset_fingerprint", ""),
                             int(len(val.rows)))]
@@ -77,7 +86,7 @@ def _study_value(prepared, native, pair_scores, val, val_ds, train_ds, settings,
         datasets.append(DatasetInfo("train", train_ds.describe(), fp, len(train_ds)))
     return Study(
         models=native, pairs=pair_scores.results, labelled=val.labels is not None,
-        head=settings.head, datasets=datasets,
+        head=settings.head, datasets=datasets, notes=list(notes),
         settings={
             **{k: v for k, v in asdict(settings).items() if k != "fit"},
             "fit": dict(settings.fit),
@@ -91,7 +100,8 @@ def _study_value(prepared, native, pair_scores, val, val_ds, train_ds, settings,
 def run_study(models, *, val, train=None, names: list[str] | None = None,
               settings: StudySettings | None = None, cache_dir=None,
               pairs: list[tuple[int, int]] | None = None,
-              progress: Callable[[str], Any] | None = None) -> StudyOutcome:
+              progress: Callable[[str], Any] | None = None, class_index=None,
+              strict: bool = False) -> StudyOutcome:
     """Run the study: split, extract, fit every ordered pair's map, score Table 1.
 
     Parameters
@@ -113,6 +123,10 @@ def run_study(models, *, val, train=None, names: list[str] | None = None,
         Ordered (source, target) model indices; default all ordered pairs.
     progress : callable, optional
         Receives one-line status messages.
+    class_index : path, optional
+        Class-index file for datasets given as paths (class name -> output index).
+    strict : bool
+        Refuse (exit 2) when train and val share images, instead of a note.
 
     Returns
     -------
@@ -130,28 +144,32 @@ def run_study(models, *, val, train=None, names: list[str] | None = None,
     names = model_names(model_paths, names)
     device = resolve_device(settings.device)
     infos = read_models(model_paths)
-    val_ds, train_ds = _open(val), (_open(train) if train is not None else None)
+    val_ds = _open(val, class_index)
+    train_ds = _open(train, class_index) if train is not None else None
     if settings.head == "probe" and train_ds.labels is None:
         raise UsageError("--head probe fits a classifier per model: give --train with labels")
+    class_map, notes = place_val_classes(infos, names, val_ds, train_ds, settings.head)
+    notes += train_val_overlap(train_ds, val_ds, strict=strict)
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     need_train = bool(pairs) or settings.head == "probe"
     prepared = prepare_models(infos, names, val_ds, train_ds if need_train else None,
                               settings, cache_dir, device, say)
+    notes = run_notes(prepared) + notes
     timings["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    width = _probe_width(train_ds, prepared[0].val_store) if settings.head == "probe" else None
+    width = _probe_width(train_ds) if settings.head == "probe" else None
     classifiers = choose_classifiers(prepared, settings, cache_dir, say, width)
     timings["classifiers"] = time.perf_counter() - t0
-    class_names = shared_labels(infos) if settings.head == "native" else train_ds.class_names
-    val_data = val_features(prepared, val_ds, class_names)
+    val_data = val_features(prepared, class_map)
+    notes += cka_sample_note(val_data) if pairs else []
     native_logits, native = score_native(prepared, classifiers, val_data, device)
     t0 = time.perf_counter()
     pair_scores = score_pairs(prepared, classifiers, val_data, native_logits, pairs,
                               settings, cache_dir, device, say)
     timings["pairs"] = time.perf_counter() - t0
     study = _study_value(prepared, native, pair_scores, val_data, val_ds, train_ds,
-                         settings, device)
+                         settings, device, notes)
     timings["total"] = time.perf_counter() - t_start
     return StudyOutcome(study=study, map_files=pair_scores.map_files, seconds=timings)

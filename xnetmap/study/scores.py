@@ -17,7 +17,6 @@ from ..errors import InputError
 from .cka import linear_cka
 from .classifiers import Classifier, classifier_logits
 from .evaluate import native_result, pair_result
-from .labels import align_labels
 from .maps import fit_cached, map_fit_params
 from .prepare import PreparedModel, valid_rows
 from .settings import StudySettings
@@ -48,19 +47,22 @@ class ValFeatures:
     n_masked: int
 
 
-def val_features(prepared: list[PreparedModel], val_ds, class_names) -> ValFeatures:
-    """Read the val features of every model on the samples all of them could read."""
+def val_features(prepared: list[PreparedModel], class_map=None) -> ValFeatures:
+    """Read the val features of every model on the samples all of them could read.
+
+    ``class_map`` (from :func:`~xnetmap.study.labels.place_classes` or
+    :func:`~xnetmap.study.labels.place_on_train`) maps each dataset class id to the
+    classifier's output index; None keeps the ids.
+    """
     stores = [p.val_store for p in prepared]
     rows = valid_rows(stores)
     if len(rows) == 0:
         raise InputError("every val image is unreadable for at least one model; nothing to score")
     labels = stores[0].labels
     labels_v = None if labels is None else np.asarray(labels)[rows]
-    reindexed = False
-    if labels_v is not None:
-        aligned = align_labels(labels_v, val_ds, class_names)
-        reindexed = aligned is not labels_v
-        labels_v = aligned
+    reindexed = labels_v is not None and class_map is not None
+    if reindexed:
+        labels_v = np.asarray(class_map, dtype=np.int64)[labels_v]
     feats = [st.take(rows) for st in stores]
     return ValFeatures(rows, feats, labels_v, reindexed, int(stores[0].n - len(rows)))
 
@@ -112,3 +114,17 @@ def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], va
         ))
         files[(src.name, tgt.name)] = path
     return PairScores(results, files)
+
+
+def cka_sample_note(val: ValFeatures) -> list[str]:
+    """A warning when CKA rests on fewer than 5 x the wider feature width samples.
+
+    With n small against the widths, linear CKA between unrelated features is
+    already close to 1 (the biased estimator), so the number says little.
+    """
+    n = len(val.rows)
+    widest = max(int(F.shape[1]) for F in val.feats)
+    if n >= 5 * widest:
+        return []
+    return [f"warning: CKA is computed on {n:,} val samples for features up to {widest:,} wide "
+            f"(fewer than 5 x {widest:,} = {5 * widest:,}): treat it as unreliable"]

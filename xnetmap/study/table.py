@@ -162,6 +162,9 @@ class Study:
     datasets : list of DatasetInfo
     settings : dict
         JSON-able solver / device / bootstrap settings, reported verbatim.
+    notes : list of str
+        What the run assumed, converted or warns about (preprocessing assumed from
+        the input shape, image conversions, train/val overlap...), shown in the reports.
     xnetmap_version, created : str
         Provenance; ``created`` is an ISO-8601 UTC timestamp.
     """
@@ -172,6 +175,7 @@ class Study:
     head: str = "native"
     datasets: list[DatasetInfo] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
     xnetmap_version: str = field(default_factory=_default_version)
     created: str = field(default_factory=_now)
 
