@@ -34,6 +34,9 @@ EXIT_CODES = (
 #: One extraction batch size for extract, run-study and check (StudySettings.batch_size).
 BATCH_SIZE = 128
 
+#: AffineMap's defaults for the map options of fit and run-study (a test keeps them equal).
+FIT_DEFAULTS = {"epochs": 20, "lr": 0.1, "calibrate": "scalar", "init": "zero"}
+
 
 def _command(name: str):
     """``app.command`` with the exit-code epilogue."""
@@ -508,15 +511,10 @@ def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, boo
                     epochs, lr, calibrate, init):
     from .study.settings import StudySettings
 
-    fit = {}
-    if epochs is not None:
-        fit["epochs"] = epochs
-    if lr is not None:
-        fit["lr"] = lr
-    if calibrate is not None:
-        fit["calibrate"] = calibrate
-    if init is not None:
-        fit["init"] = init
+    # Only settings that differ from AffineMap's defaults enter StudySettings.fit, so that a
+    # study run with the defaults shares its cached maps with check and the library.
+    given = {"epochs": epochs, "lr": lr, "calibrate": calibrate, "init": init}
+    fit = {k: v for k, v in given.items() if v != FIT_DEFAULTS[k]}
     return StudySettings(head=head, cut=cut, solver=solver, fit=fit, device=device,
                          batch_size=batch_size, workers=workers, max_bad=max_bad,
                          n_boot=bootstrap, seed=seed)
@@ -621,14 +619,13 @@ def run_study_cmd(
     workers: int | None = typer.Option(None, "--workers", help="Decode threads.",
                                        show_default="cores"),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum gd epochs (early stopping).",
-                                      show_default="20"),
-    lr: float | None = typer.Option(None, "--lr", help="gd step, dimensionless (as fit's --lr).",
-                                    show_default="0.1"),
-    calibrate: str | None = typer.Option(None, "--calibrate", help="none, scalar or norm.",
-                                         show_default="scalar"),
-    init: str | None = typer.Option(None, "--init", help="gd start: zero or lstsq.",
-                                    show_default="zero"),
+    epochs: int = typer.Option(FIT_DEFAULTS["epochs"], "--epochs",
+                               help="Maximum gd epochs (early stopping)."),
+    lr: float = typer.Option(FIT_DEFAULTS["lr"], "--lr",
+                             help="gd step, dimensionless (as fit's --lr)."),
+    calibrate: str = typer.Option(FIT_DEFAULTS["calibrate"], "--calibrate",
+                                  help="none, scalar or norm."),
+    init: str = typer.Option(FIT_DEFAULTS["init"], "--init", help="gd start: zero or lstsq."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI."),
     seed: int = typer.Option(0, "--seed", help="Seeds the map fits and the bootstrap."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
