@@ -139,3 +139,14 @@ def test_annotate_labels_imagenet(tmp_path):
     assert code == 0, out
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "labelled.onnx")).metadata_props}
     assert json.loads(meta["xnetmap.labels"]) == names
+
+
+@pytest.mark.parametrize("ci, says", [((-0.6, 0.1), True), ((0.2, 1.0), False),
+                                      ((-1.2, -0.1), False)])
+def test_pair_line_says_no_measurable_difference_when_the_interval_spans_0(ci, says):
+    from types import SimpleNamespace
+
+    study = SimpleNamespace(codes={"A": "A", "B": "B"})
+    pair = SimpleNamespace(source="A", target="B", loss=sum(ci) / 2, loss_ci=ci, agreement=0.9,
+                           mcnemar_p=0.3, cka=0.9, fit_cosine=0.98)
+    assert ("no measurable difference" in cli._pair_line(study, pair)) is says

@@ -52,6 +52,7 @@ def _write_idx(path: Path, array) -> None:
 
 
 def _tour_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
     (root / "models").symlink_to(ROOT / "models")
     (root / "tools").symlink_to(ROOT / "tools")
     data = root / "data" / "fashion-mnist"

@@ -148,8 +148,8 @@ def inspect_cmd(
 def split_cmd(
     model: Path = typer.Argument(..., help="ONNX classifier to split."),
     out_dir: Path | None = typer.Option(
-        None, "-o", "--out", help="Output folder (default: a folder of the xnetmap cache, "
-        "named by the model's digest and the cut; never the model's own folder)."
+        None, "-o", "--out", help="Output folder (never the model's own folder unless given).",
+        show_default="a folder of the xnetmap cache named by the model's digest and the cut",
     ),
     cut: str = typer.Option("pooled", "--cut", help="pooled, penultimate, or a tensor name."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Certify C(F(x)) == model(x)."),
@@ -568,6 +568,9 @@ def _pair_line(study, pair) -> str:
     parts = [f"{codes[pair.source]} → {codes[pair.target]}:"]
     if pair.loss is not None:
         ci = f" [95% CI {pair.loss_ci[0]:.1f}, {pair.loss_ci[1]:.1f}]" if pair.loss_ci else ""
+        # An interval that spans 0 is no measurable difference, whatever the point's sign.
+        if pair.loss_ci and pair.loss_ci[0] <= 0 <= pair.loss_ci[1]:
+            ci += " (no measurable difference)"
         parts.append(f"loss {pair.loss:.1f}{ci},")
     if pair.agreement is not None:
         parts.append(f"agreement {100 * pair.agreement:.1f}%,")
@@ -589,8 +592,8 @@ def _sub_study(study, names):
 
 
 _CACHE_OPT = typer.Option(
-    None, "--cache", help="Cache folder for splits, features and maps (default: "
-    "$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap).")
+    None, "--cache", help="Cache folder for splits, features and maps.",
+    show_default="$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap")
 
 _STUDY_OPTS = {
     "head": typer.Option("native", "--head", help="native: the models' own classifiers; "
