@@ -19,7 +19,7 @@ PKG = Path(__file__).resolve().parent.parent / "xnetmap"
 LAYERS = {
     "errors": 0, "cache": 0, "fsutil": 0, "backend": 0,
     "data": 1, "runtime": 2, "graph": 3, "extract": 4, "fit": 5, "study": 6,
-    "report": 7, "check": 7, "cli": 8, "__main__": 8,
+    "report": 7, "check": 7, "cli": 8, "progress": 8, "__main__": 8,
     "__init__": 0,  # the root package: __version__ and a lazy table of names, no imports
 }
 #: Layers whose packages must not import each other.

