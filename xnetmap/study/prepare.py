@@ -79,7 +79,7 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
                    settings: StudySettings, cache, device: str) -> FeatureStore:
     """Features of ``ds`` through ``split``'s F, from the cache or extracted into it."""
     return extract_features(
-        split.features_path,
+        info.path,
         ds,
         features_folder(info, split, fingerprint, cache),
         device=device,
@@ -87,6 +87,9 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
         workers=settings.workers,
         max_bad=settings.max_bad,
         preprocess=info.preprocess,
+        split=split,
+        engine=settings.engine,
+        ray_address=settings.ray_address,
     )
 
 
