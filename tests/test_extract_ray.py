@@ -193,3 +193,31 @@ def test_unknown_engine_and_address_without_ray_are_usage_errors(tmp_path):
         extract_features(model, data, tmp_path / "s", engine="spark")
     with pytest.raises(UsageError, match="--ray-address needs --engine ray"):
         extract_features(model, data, tmp_path / "s", ray_address="auto")
+
+
+@pytest.mark.slow
+def test_run_study_with_the_ray_engine_prints_the_same_table1(ray_cluster, tmp_path):
+    from zoo_data import fashion, write_npz
+
+    from xnetmap.report.terminal import format_table1
+    from xnetmap.study.pipeline import StudySettings, run_study
+
+    train = write_npz(tmp_path / "train.npz", *fashion("train", 600))
+    val = write_npz(tmp_path / "val.npz", *fashion("test", 300))
+    models = [MODELS / "resnet_v2.onnx", MODELS / "mobilenet.onnx"]
+    tables, stores = {}, {}
+    for engine in ("local", "ray"):
+        settings = StudySettings(engine=engine, fit={"epochs": 3}, n_boot=20)
+        outcome = run_study(models, val=val, train=train, out_dir=tmp_path / engine,
+                            cache_dir=tmp_path / f"cache-{engine}", settings=settings)
+        tables[engine] = format_table1(outcome.study)
+        stores[engine] = sorted((tmp_path / f"cache-{engine}").rglob("shard-*.npy"))
+    assert "resnet_v2" in tables["ray"] and tables["ray"] == tables["local"]
+    # every store (2 models x train/val) was made by its engine, and holds the same bytes
+    assert len(stores["ray"]) == len(stores["local"]) >= 4
+    for a, b in zip(stores["local"], stores["ray"]):
+        assert a.relative_to(tmp_path / "cache-local") == b.relative_to(tmp_path / "cache-ray")
+        assert a.read_bytes() == b.read_bytes()
+    engines = {json.loads(m.read_text())["engine"]["name"]
+               for m in (tmp_path / "cache-ray").rglob("manifest.json")}
+    assert engines == {"ray"}
