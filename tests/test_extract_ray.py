@@ -200,7 +200,8 @@ def test_run_study_with_the_ray_engine_prints_the_same_table1(ray_cluster, tmp_p
     from zoo_data import fashion, write_npz
 
     from xnetmap.report.terminal import format_table1
-    from xnetmap.study.pipeline import StudySettings, run_study
+    from xnetmap.study.run import run_study
+    from xnetmap.study.settings import StudySettings
 
     train = write_npz(tmp_path / "train.npz", *fashion("train", 600))
     val = write_npz(tmp_path / "val.npz", *fashion("test", 300))
@@ -208,8 +209,8 @@ def test_run_study_with_the_ray_engine_prints_the_same_table1(ray_cluster, tmp_p
     tables, stores = {}, {}
     for engine in ("local", "ray"):
         settings = StudySettings(engine=engine, fit={"epochs": 3}, n_boot=20)
-        outcome = run_study(models, val=val, train=train, out_dir=tmp_path / engine,
-                            cache_dir=tmp_path / f"cache-{engine}", settings=settings)
+        outcome = run_study(models, val=val, train=train, cache_dir=tmp_path / f"cache-{engine}",
+                            settings=settings)
         tables[engine] = format_table1(outcome.study)
         stores[engine] = sorted((tmp_path / f"cache-{engine}").rglob("shard-*.npy"))
     assert "resnet_v2" in tables["ray"] and tables["ray"] == tables["local"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import UnreadableImage
 from ..errors import UsageError
 from ..runtime import Runner, cpu_count, make_session
 from .fastpath import array_batch_preparer
@@ -114,8 +115,6 @@ class LocalEngine:
 
     def run(self, ds, spec, units: list[Unit]) -> Iterator[UnitResult]:
         """F of every unit, in order."""
-        from ..data import UnreadableImage
-
         def load(i: int) -> np.ndarray:
             return spec.apply(ds.load(i))
 
@@ -127,23 +126,3 @@ class LocalEngine:
         for u, pb in zip(units, prepared):
             F = runner(pb.X)[0] if pb.X is not None and len(pb.X) else None
             yield UnitResult(u, F, pb.good, pb.bad)
-
-
-def make_engine(engine: str, device: str, *, workers: int | None, threads: int | None,
-                prefetch: int | None, ray_address: str | None):
-    """The engine named ``engine`` (``local`` or ``ray``).
-
-    Raises
-    ------
-    UsageError
-        Unknown engine, or ``ray`` without Ray installed (exit 2, with the install command).
-    """
-    if engine == "local":
-        if ray_address is not None:
-            raise UsageError("--ray-address needs --engine ray")
-        return LocalEngine(device, workers=workers, threads=threads, prefetch=prefetch)
-    if engine == "ray":
-        from .ray_engine import RayEngine
-
-        return RayEngine(device, workers=workers, threads=threads, address=ray_address)
-    raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")

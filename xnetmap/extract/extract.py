@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import re
 import time
@@ -32,10 +33,16 @@ try:
 except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
     fcntl = None
 
+from .. import __version__
+from ..data import PRESETS, PreprocessSpec, UnreadableImage, open_dataset
 from ..errors import InputError, InternalError, TooManyBadImages, UsageError
-from ..fsutil import atomic_write_json, file_sha256, make_output_dir
+from ..fsutil import atomic_write_json, atomic_write_text, file_sha256, make_output_dir
+from ..graph import load_model, model_preprocess, split_model
+from ..graph.external_data import may_reference_external_data, validate_external_data
+from ..graph.split_cache import split_cached
 from . import store as st
-from .engines import make_engine, units_of
+from .engines import ENGINES, LocalEngine, units_of
+from .ray_engine import RayEngine
 
 DTYPES = ("float32", "float16")
 #: Target bytes of one shard (features only); rows are a multiple of the batch size.
@@ -54,11 +61,7 @@ def _with_external_data(path: Path, digest: str) -> str:
     """``digest`` (of the ``.onnx`` bytes) extended with the content of the external data
     files the model references, so that new weights under the same ``.onnx`` file give a
     new store identity. Unchanged for a model without external data."""
-    import hashlib
-
     import onnx
-
-    from ..graph.external_data import may_reference_external_data, validate_external_data
 
     if not may_reference_external_data(path):
         return digest  # a cheap byte scan instead of parsing the whole model again
@@ -81,8 +84,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     if path.name.endswith(".features.onnx"):
-        from ..graph import load_model
-
         # a features file from anywhere: the same safety checks as any model (external
         # data inside its folder, no symlinks, checker) before onnxruntime opens it
         load_model(path, load_external_data=False)
@@ -103,8 +104,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
                 pass
         return {"features_path": path, "source_path": source, "model_sha256": model_sha,
                 "features_sha256": features_sha, "feature_dim": None, "cut": None}
-    from ..graph import split_model
-    from ..graph.split_cache import split_cached
 
     res = split_cached(path, cut) if split_dir is None else split_model(path, split_dir, cut=cut)
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
@@ -119,8 +118,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
 
 def _resolve_preprocess(preprocess, source_path: Path):
     """A PreprocessSpec from ``preprocess`` (spec, overrides dict, preset name or JSON)."""
-    from ..data import PRESETS, PreprocessSpec
-    from ..graph import model_preprocess
 
     if isinstance(preprocess, PreprocessSpec):
         return preprocess, []
@@ -242,79 +239,38 @@ def extract_features(
     Parameters
     ----------
     model : path
-        A full classifier (split on the fly with ``cut``) or a ``NAME.features.onnx``.
-        With ``split``, the source model (recorded in the manifest only).
-    dataset : Dataset or str or path
-        A :class:`xnetmap.data.Dataset` or a spec for :func:`xnetmap.data.open_dataset`.
-    out_dir : path
-        The store directory (created).
-    device : {"cpu", "cuda", "auto"}
-        ``cuda`` that cannot get onnxruntime's CUDA provider raises DeviceUnavailable.
-    batch_size : int
-        Images per onnxruntime call.
-    workers : int, optional
-        ``local``: decode/preprocess threads (default: cores). ``ray``: actors in the
-        pool (default: one per CPU of the cluster, one per GPU with ``cuda``).
-    dtype : {"float32", "float16"}
-        Storage type of the features (readers always get float32).
-    max_bad : float
-        Largest allowed fraction of unreadable images (0 = none allowed).
-    overwrite : bool
-        Replace a store made from another model, dataset or preprocessing.
+        A full classifier (split with ``cut`` into ``split_dir``, default the cache) or a
+        ``NAME.features.onnx``; with ``split``, the source model (recorded only).
+    dataset, out_dir : Dataset or str or path; path
+        Images (a spec for :func:`xnetmap.data.open_dataset`); the store (created, resumed
+        when of the same identity, replaced with ``overwrite``).
+    device, batch_size, dtype, max_bad, threads, shard_rows
+        ``cpu``/``cuda``/``auto``; images per onnxruntime call; storage ``float32`` or
+        ``float16``; largest fraction of unreadable images; intra-op threads (``ray``:
+        CPUs per actor, default 1); rows per shard of a new store (default ~64 MiB).
+    workers, prefetch
+        ``local``: decode threads (default: cores), batches decoded ahead. ``ray``:
+        actors (default: one per CPU, or per GPU with ``cuda``).
     preprocess : PreprocessSpec or dict or str, optional
-        Default: the model's ``xnetmap.preprocess`` metadata. A dict is a set of
-        overrides (key ``"preset"`` picks a preset); a str a preset name or spec JSON.
-    cut, split_dir
-        Passed to :func:`xnetmap.graph.split_model` for a full classifier.
+        Default: the model's metadata; overrides (``"preset"`` picks one), a preset, JSON.
     progress : callable, optional
-        ``progress(done_rows, total_rows)`` after every batch (rows of this run).
-    threads : int, optional
-        onnxruntime intra-op threads (default: cores; ``ray``: 1 per actor, and the
-        CPUs each actor reserves).
-    shard_rows : int, optional
-        Rows per shard for a new store (default: ~64 MiB of features, a multiple of
-        ``batch_size``). A resumed store keeps its own.
-    prefetch : int, optional
-        Batches decoded ahead at most (default ``2 * workers``; ``local`` only).
+        ``progress(done_rows, total_rows)`` after every batch of this run.
     split : SplitResult, optional
-        What :func:`xnetmap.graph.split_model` returned for ``model`` in this run
-        (``features_path``, ``model_sha256``, ``feature_dim``, ``cut``; and
-        ``features_sha256`` when known): used as is instead of splitting again or
-        reading ``split.json``.
-    engine : {"local", "ray"}
-        ``local``: decode threads and one session here. ``ray``: Ray Data on the Ray
-        cluster at ``ray_address`` (``pip install 'xnetmap[ray]'``); the same store,
-        byte for byte.
-    ray_address : str, optional
-        ``auto``, ``ray://HOST:PORT`` or ``HOST:PORT`` of a running cluster; default: the
-        one this process is connected to, else a local cluster on this machine.
-
-    Notes
-    -----
-    Array datasets (IDX, .npy, .npz) whose images already have the input size are
-    preprocessed a batch at a time (bit-identical to the per-image path). A resumed
-    run keeps the store's shard boundaries; batches never cross a shard, so rerunning
-    with the same ``batch_size`` reproduces the same bytes, with either engine. NOTE:
-    resuming with another ``batch_size`` may change the last bits of the remaining rows
-    (onnxruntime kernels can depend on the batch size); the store stays valid.
+        The split of ``model`` made in this run: used as is (no ``split.json`` re-read).
+    engine, ray_address : str
+        ``local`` (threads here) or ``ray`` (Ray Data, ``pip install 'xnetmap[ray]'``) on
+        the cluster at ``ray_address`` (``auto``, ``ray://...``; default: the one joined,
+        else a new local one). The same bytes either way.
 
     Returns
     -------
     FeatureStore
-        ``store.run`` reports: ``reused``, ``resumed_shards``, ``recomputed_shards``
-        (failed their checksum), ``computed_rows``, ``n_bad``, ``nonfinite``,
-        ``zero_norm``, ``seconds``, ``setup_seconds`` (before the first batch), ``notes``,
-        ``device``, ``engine``.
+        ``store.run`` says what the run did (reused, resumed/recomputed shards, rows...).
 
     Raises
     ------
-    UsageError
-        Bad arguments, or ``out_dir`` holds a store of another model/dataset/preprocessing
-        (exit 2) and ``overwrite`` is False; ``engine="ray"`` without Ray installed.
-    DeviceUnavailable
-        CUDA requested but not obtained.
-    TooManyBadImages
-        More than ``max_bad`` of the images are unreadable (exit 4).
+    UsageError (exit 2): bad arguments, a store of another identity without ``overwrite``,
+    Ray not installed, CUDA not obtained; TooManyBadImages (exit 4).
     """
     t0 = time.perf_counter()
     _check_args(batch_size, dtype, max_bad, workers)
@@ -324,31 +280,57 @@ def extract_features(
     out = make_output_dir(out_dir, "store folder")
     with _environment_errors(out), _store_lock(out):
         old, done, recomputed = _open_store(out, job, overwrite)
-        run: dict = {"reused": False, "resumed_shards": len(done),
-                     "recomputed_shards": recomputed, "computed_rows": 0,
+        run: dict = {"reused": not (old is None or not old.get("complete") or recomputed),
+                     "resumed_shards": len(done), "recomputed_shards": recomputed,
                      "notes": job.notes, "device": job.device, "engine": eng.info()}
-        if old is not None and old.get("complete") and not recomputed:
-            store = st.FeatureStore.open(out)
-            run.update(reused=True, seconds=time.perf_counter() - t0, **_totals(old))
-            store.run = run
-            return store
-        manifest = _start_manifest(out, job, old, done, eng, shard_rows, batch_size)
-        plan = _shard_plan(job.n, int(manifest["shard_rows"]))
-        todo = [k for k in range(len(plan)) if k not in done]
-        writer = _ShardWriter(out, job, manifest, plan, done, max_bad, progress)
-        units = units_of(plan, todo, batch_size)
-        writer.begin(sum(u.stop - u.start for u in units))
-        run["setup_seconds"] = time.perf_counter() - t0  # split, digests, session, manifest
-        for result in eng.run(job.ds, job.spec, units):
-            writer.add(result)
-        if len(done) != len(plan):
-            raise InternalError(f"{len(done)} of {len(plan)} shards written")
-        _finish(out, manifest, plan, job.ds)
+        if not run["reused"]:
+            manifest = _start_manifest(out, job, old, done, eng, shard_rows, batch_size)
+            run["setup_seconds"] = time.perf_counter() - t0  # split, digests, session, manifest
+        run["computed_rows"] = 0 if run["reused"] else _compute(
+            out, job, manifest, done, eng, batch_size, max_bad, progress)
         store = st.FeatureStore.open(out)
-        run.update(computed_rows=writer.computed_rows, seconds=time.perf_counter() - t0,
-                   **_totals(store.manifest))
+        run.update(seconds=time.perf_counter() - t0, **_totals(store.manifest))
         store.run = run
         return store
+
+
+def make_engine(engine: str, device: str, *, workers: int | None = None,
+                threads: int | None = None, prefetch: int | None = None,
+                ray_address: str | None = None):
+    """The engine named ``engine`` (``local`` or ``ray``).
+
+    Raises
+    ------
+    UsageError
+        Unknown engine, ``ray_address`` without ``ray``, or ``ray`` without Ray
+        installed (exit 2, with the install command).
+    """
+    if engine == "local":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return LocalEngine(device, workers=workers, threads=threads, prefetch=prefetch)
+    if engine == "ray":
+        return RayEngine(device, workers=workers, threads=threads, address=ray_address)
+    raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+
+
+def _compute(out: Path, job, manifest: dict, done: dict, eng, batch_size: int, max_bad: float,
+             progress) -> int:
+    """Compute the shards missing from ``done`` with ``eng``, write them, finish the store.
+
+    Returns the number of rows computed.
+    """
+    plan = _shard_plan(job.n, int(manifest["shard_rows"]))
+    todo = [k for k in range(len(plan)) if k not in done]
+    writer = _ShardWriter(out, job, manifest, plan, done, max_bad, progress)
+    units = units_of(plan, todo, batch_size)
+    writer.begin(sum(u.stop - u.start for u in units))
+    for result in eng.run(job.ds, job.spec, units):
+        writer.add(result)
+    if len(done) != len(plan):
+        raise InternalError(f"{len(done)} of {len(plan)} shards written")
+    _finish(out, manifest, plan, job.ds)
+    return writer.computed_rows
 
 
 def _check_args(batch_size: int, dtype: str, max_bad: float, workers: int | None) -> None:
@@ -381,8 +363,6 @@ class _Job:
 
 def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) -> _Job:
     """Resolve model, dataset and preprocessing; the engine starts up meanwhile."""
-    from ..data import open_dataset
-
     ds = dataset if hasattr(dataset, "fingerprint") else open_dataset(dataset)
     m = _model_from_split(split) if split is not None else _resolve_model(model, cut, split_dir)
     # the engine opens its session / joins its cluster while this thread reads the
@@ -451,8 +431,6 @@ def _start_manifest(out: Path, job: _Job, old, done: dict, eng, shard_rows, batc
                         engine=eng.info())
         atomic_write_json(out / st.MANIFEST, manifest)
         return manifest
-    from .. import __version__
-
     ds, dtype = job.ds, job.identity["dtype"]
     dim = eng.feature_dim(job.m["feature_dim"], lambda: job.spec.apply(_first_image(ds)).shape)
     if shard_rows is None:
@@ -553,8 +531,6 @@ def _ids_text(ids) -> str:
 
 def atomic_write_bytes_json(path: Path, obj) -> None:
     """Compact JSON (ids lists can be long), atomically."""
-    from ..fsutil import atomic_write_text
-
     atomic_write_text(path, _ids_text(obj))
 
 
@@ -604,8 +580,6 @@ def _repair_side_files(out: Path, manifest: dict, ds) -> list[str]:
 
 
 def _first_image(ds):
-    from ..data import UnreadableImage
-
     for i in range(len(ds)):
         try:
             return ds.load(i)

@@ -19,6 +19,7 @@ comes back twice is written once.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,9 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import PreprocessSpec
+from ..data.decode import UnreadableImage, decode_image, image_from_array
 from ..errors import DeviceUnavailable, InputError, UsageError, XnetmapError
+from ..fsutil import may_reference_external_data
 from ..runtime import Runner, make_session, resolve_device
 from .engines import Unit, UnitResult, feature_dim
+from .fastpath import array_preparer
+from .pipeline import prepare_batch
 
 INSTALL = "pip install 'xnetmap[ray]'"
 
@@ -77,13 +83,9 @@ class RayEngine:
         ray = self.ray
         _quiet(ray)
         if not ray.is_initialized():
-            import logging
-
             ray.init(address=self.address, include_dashboard=False,
                      logging_level=logging.WARNING, log_to_driver=False)
         self.features_path = Path(features_path)
-        from ..fsutil import may_reference_external_data
-
         if may_reference_external_data(self.features_path):
             self.model_ref = None  # workers open it by path (they need to read its folder)
         else:
@@ -149,8 +151,6 @@ class RayEngine:
 
 def _quiet(ray) -> None:
     """No progress bars or per-dataset log lines on the user's terminal."""
-    import logging
-
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     for attr in ("enable_operator_progress_bars", "print_on_execution_start"):
@@ -211,8 +211,6 @@ class FeatureActor:
 
     def __init__(self, model, path: str, device: str, threads: int, spec_json: str,
                  spec_digest: str, source: dict):
-        from ..data import PreprocessSpec
-
         self.spec = PreprocessSpec.from_json(spec_json)
         if self.spec.digest() != spec_digest:
             raise InputError("preprocessing differs between the Ray driver and a worker; "
@@ -242,9 +240,6 @@ class FeatureActor:
                 "bad": np.array(out["bad"], dtype=object)}
 
     def _prepare(self, batch: dict, j: int):
-        from ..data.decode import UnreadableImage, decode_image, image_from_array
-        from .fastpath import array_preparer
-        from .pipeline import prepare_batch
 
         start, stop = int(batch["start"][j]), int(batch["stop"][j])
         idx = np.arange(start, stop, dtype=np.int64)
