@@ -8,10 +8,11 @@ to ``--cpus`` cores). Data: the first ``--n`` images of the bundled Fashion-MNIS
 training set (IDX, at least 10,000); model: a zoo model from ``models/``, split
 once beforehand so both engines run the same F. Each engine writes a fresh store
 per round; rounds alternate (local, ray, local, ray, ...) because the machine may
-be shared, and the best round of each is reported, end to end and after the
-first result (Ray's fixed cost is starting its actors: worker processes that
-import xnetmap, onnxruntime and Ray Data, and open a session). Prints, last, the
-end-to-end ratio ray / local (goal >= 0.8: on one machine Ray can only add overhead).
+be shared, and the best round of each is kept. Two sizes (N/2 and N) give each
+engine's marginal throughput and fixed cost (t = fixed + n / rate; Ray's fixed
+cost is starting its actors: worker processes that import xnetmap, onnxruntime
+and Ray Data, and open a session). Prints, last, the end-to-end ratio ray / local
+at N images (goal >= 0.8: on one machine Ray can only add overhead).
 
 Usage: ``python tools/bench_ray.py [--n 20000] [--model models/resnet_v2.onnx]
 [--cpus 2] [--batch-size 128] [--rounds 2]``
@@ -58,41 +59,38 @@ def main(argv=None) -> None:
           f"{time.perf_counter() - t:.1f} s (not counted below)")
     print(f"model {args.model.name} (D = {split.feature_dim}), {args.n:,} Fashion-MNIST "
           f"images, batch {args.batch_size}")
-    best = {"local": 0.0, "ray": 0.0}
-    steady = {"local": 0.0, "ray": 0.0}
+    sizes = (args.n // 2, args.n)
+    best: dict = {}  # (engine, n) -> best seconds
     for r in range(args.rounds):
-        for engine in ("local", "ray"):
-            marks: list = []
-
-            def mark(done, _total, marks=marks):
-                marks.append((time.perf_counter(), done))
-
-            t = time.perf_counter()
-            store = extract_features(args.model, ds, work / engine, split=split,
-                                     batch_size=args.batch_size, overwrite=True, engine=engine,
-                                     threads=args.cpus if engine == "local" else None,
-                                     progress=mark)
-            end = time.perf_counter()
-            secs = end - t
-            assert store.run["computed_rows"] == args.n
-            rate = args.n / secs
-            first_t, first_d = next(m for m in marks if m[1] > 0)
-            flow = (args.n - first_d) / max(end - first_t, 1e-9)  # after the first result
-            best[engine] = max(best[engine], rate)
-            steady[engine] = max(steady[engine], flow)
-            print(f"round {r + 1} {engine:5s}: {secs:6.1f} s  {rate:8,.0f} img/s end to end; "
-                  f"first result after {first_t - t:4.1f} s, then {flow:8,.0f} img/s "
-                  f"(engine {store.run['engine']})")
+        for n in sizes:
+            sub = ds.subset(np.arange(n))
+            for engine in ("local", "ray"):
+                t = time.perf_counter()
+                store = extract_features(args.model, sub, work / engine, split=split,
+                                         batch_size=args.batch_size, overwrite=True,
+                                         engine=engine,
+                                         threads=args.cpus if engine == "local" else None)
+                secs = time.perf_counter() - t
+                assert store.run["computed_rows"] == n
+                best[engine, n] = min(best.get((engine, n), secs), secs)
+                print(f"round {r + 1} {engine:5s} {n:6,d} images: {secs:6.1f} s "
+                      f"{n / secs:7,.0f} img/s (engine {store.run['engine']})")
+    # t(n) = fixed + n / rate, from the best times at two sizes
+    for engine in ("local", "ray"):
+        t1, t2 = best[engine, sizes[0]], best[engine, sizes[1]]
+        rate = (sizes[1] - sizes[0]) / max(t2 - t1, 1e-9)
+        print(f"{engine:5s}: marginal {rate:7,.0f} img/s, fixed cost "
+              f"{t2 - sizes[1] / rate:5.1f} s (start-up: session / actors)")
+    rates = {e: args.n / best[e, args.n] for e in ("local", "ray")}
     same = all(np.array_equal(a, b) for a, b in zip(
         extract_features(args.model, ds, work / "local", split=split,
                          batch_size=args.batch_size).shard_arrays(),
-        extract_features(args.model, ds, work / "ray", split=split,
+        extract_features(args.model, ds, work / "ray", split=split, engine="ray",
                          batch_size=args.batch_size).shard_arrays()))
     print(f"stores identical: {same}")
-    print(f"after the first result: local {steady['local']:,.0f} img/s, ray "
-          f"{steady['ray']:,.0f} img/s, ratio {steady['ray'] / steady['local']:.2f}")
-    print(f"best local {best['local']:,.0f} img/s, best ray {best['ray']:,.0f} img/s")
-    print(f"ratio ray/local (end to end): {best['ray'] / best['local']:.2f}")
+    print(f"end to end at {args.n:,} images: local {rates['local']:,.0f} img/s, "
+          f"ray {rates['ray']:,.0f} img/s")
+    print(f"ratio ray/local (end to end): {rates['ray'] / rates['local']:.2f}")
 
 
 if __name__ == "__main__":
