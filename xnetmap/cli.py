@@ -270,7 +270,7 @@ def extract_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
     engine: str = typer.Option(
         "local", "--engine",
-        help="local (threads here) or ray (a Ray cluster; pip install 'xnetmap[ray]'). With "
+        help="local (threads here) or ray (a Ray cluster; pip install 'xnetmap\\[ray]'). With "
         "ray, --workers is the number of actors and --threads the CPUs of each.",
     ),
     ray_address: str | None = typer.Option(
