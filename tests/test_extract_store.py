@@ -84,13 +84,44 @@ def test_flipped_byte_detected_and_recomputed(setup, tmp_path):
     raw = bytearray(shard.read_bytes())
     raw[-5] ^= 0x40  # a feature byte, not the header: np.load would still read it
     shard.write_bytes(bytes(raw))
-    assert not np.array_equal(FeatureStore.open(tmp_path / "s").features(), ref)
+    with pytest.raises(InputError, match="shard-00002.npy .*sha256.*`xnetmap extract`"):
+        FeatureStore.open(tmp_path / "s").features()
     assert FeatureStore.open(tmp_path / "s").verify() == [2]
     fixed = extract_features(model, data, tmp_path / "s", batch_size=32)
     assert fixed.run["recomputed_shards"] == [2]
     assert fixed.run["computed_rows"] == 64 and fixed.run["resumed_shards"] == 4
     assert np.array_equal(fixed.features(), ref)
     assert fixed.verify() == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_fit_refuses_a_damaged_shard_naming_it(setup, tmp_path, damage):
+    """A flipped byte or a truncated shard: `xnetmap fit` exits 2 naming the shard, and
+    says that `xnetmap extract` on the same store recomputes it (no traceback)."""
+    from cli_run import run_cli
+
+    _, model, data = setup
+    ref = extract_features(model, data, tmp_path / "a", batch_size=32, shard_rows=64).features()
+    extract_features(model, data, tmp_path / "b", batch_size=32, shard_rows=64,
+                     preprocess={"mean": [0.5]})
+    args = ["fit", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "m.npz", "--solver", "lstsq"]
+    code, out = run_cli(*args)
+    assert code == 0, out
+    shard = tmp_path / "a" / "shard-00003.npy"
+    raw = bytearray(shard.read_bytes())
+    if damage == "flip":
+        raw[200] ^= 0x01  # one feature bit: the array still loads
+        shard.write_bytes(bytes(raw))
+    else:
+        shard.write_bytes(bytes(raw[: len(raw) // 2]))
+    code, out = run_cli(*args)
+    assert code == 2, out
+    assert "shard-00003.npy" in out and "`xnetmap extract`" in out and "Traceback" not in out
+    assert ("truncated" if damage == "truncate" else "sha256") in out
+    fixed = extract_features(model, data, tmp_path / "a", batch_size=32)
+    assert fixed.run["recomputed_shards"] == [3]
+    assert np.array_equal(fixed.features(), ref)
+    assert run_cli(*args)[0] == 0
 
 
 def test_missing_or_tampered_ids_labels_mask_are_rebuilt(setup, tmp_path):

@@ -166,12 +166,12 @@ def run_case(name, model, dataset_spec, work, *, batch_size, workers, threads, p
     each round's ratio compares timings taken within seconds of each other, and the
     median round is reported with the best time of each phase.
     """
-    from xnetmap.data import open_dataset
-    from xnetmap.extract import extract_features, make_session
-    from xnetmap.extract.extract import _bad_types, _loader, _resolve_preprocess
+    from xnetmap.data import UnreadableImage, open_dataset
+    from xnetmap.extract import extract_features
+    from xnetmap.extract.extract import _resolve_preprocess
     from xnetmap.extract.fastpath import array_batch_preparer
     from xnetmap.extract.pipeline import prepared_batches
-    from xnetmap.runtime import Runner
+    from xnetmap.runtime import Runner, make_session
 
     (work / "split").mkdir(parents=True, exist_ok=True)
     fmodel = _features_model(model, work)
@@ -179,7 +179,10 @@ def run_case(name, model, dataset_spec, work, *, batch_size, workers, threads, p
     n = len(ds)
     spec, _ = _resolve_preprocess(preset, model)
     batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    load = _loader(ds, spec)
+
+    def load(i):
+        return spec.apply(ds.load(i))
+
     prepare = array_batch_preparer(ds, spec)  # what extract_features uses for array data
     X = None
 
@@ -188,7 +191,7 @@ def run_case(name, model, dataset_spec, work, *, batch_size, workers, threads, p
         X = None
         t = time.perf_counter()
         for pb in prepared_batches(load, iter(batches), workers=workers,
-                                   bad_types=_bad_types(), prepare=prepare):
+                                   bad_types=(UnreadableImage,), prepare=prepare):
             if X is None:
                 X = np.empty((n, *pb.X.shape[1:]), np.float32)
             X[pb.indices[pb.good]] = pb.X

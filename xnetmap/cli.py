@@ -329,6 +329,15 @@ def extract_cmd(
     class_index: Path | None = _CLASS_INDEX_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
+    engine: str = typer.Option(
+        "local", "--engine",
+        help="local (threads here) or ray (a Ray cluster; pip install 'xnetmap\\[ray]'). With "
+        "ray, --workers is the number of actors and --threads the CPUs of each.",
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address",
+        help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: start one here.",
+    ),
 ) -> None:
     """Run the feature extractor F of MODEL over DATASET into a resumable feature store."""
     import json
@@ -387,13 +396,14 @@ def extract_cmd(
                 model, dataset, out, device=device, batch_size=batch_size, workers=workers,
                 dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
                 cut=cut, split_dir=split_dir, progress=callback, threads=threads,
-                shard_rows=shard_rows,
+                shard_rows=shard_rows, engine=engine, ray_address=ray_address,
             )
     else:
         store = extract_features(
             model, dataset, out, device=device, batch_size=batch_size, workers=workers,
             dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
             cut=cut, split_dir=split_dir, threads=threads, shard_rows=shard_rows,
+            engine=engine, ray_address=ray_address,
         )
     secs = _time.perf_counter() - t0
     run = store.run

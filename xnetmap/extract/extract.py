@@ -6,17 +6,23 @@ manifest is rewritten atomically to list it with its sha256: a run killed at
 any point leaves a manifest that only lists complete, verified shards. A
 re-run verifies those checksums, recomputes any shard that fails (and reports
 it), computes the missing ones, then writes the mask and ``"complete": true``.
+
+Three stages: plan (model, dataset, preprocessing, store identity), compute (an
+engine of :mod:`xnetmap.extract.engines` turns the shards' batches into
+features: ``local`` threads or a ``ray`` cluster), write (one protocol for every
+engine: :class:`_ShardWriter`, then :func:`_finish`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +33,16 @@ try:
 except ImportError:  # not POSIX: no lock, a concurrent writer is not detected
     fcntl = None
 
+from .. import __version__
+from ..data import PRESETS, PreprocessSpec, UnreadableImage, open_dataset
 from ..errors import InputError, InternalError, TooManyBadImages, UsageError
-from ..fsutil import atomic_write_json, file_sha256, make_output_dir
-from ..runtime import Runner, cpu_count, make_session
+from ..fsutil import atomic_write_json, atomic_write_text, file_sha256, make_output_dir
+from ..graph import load_model, model_preprocess, split_model
+from ..graph.external_data import may_reference_external_data, validate_external_data
+from ..graph.split_cache import split_cached
 from . import store as st
-from .fastpath import array_batch_preparer
-from .pipeline import prepared_batches
+from .engines import ENGINES, LocalEngine, units_of
+from .ray_engine import RayEngine
 
 DTYPES = ("float32", "float16")
 #: Target bytes of one shard (features only); rows are a multiple of the batch size.
@@ -51,11 +61,7 @@ def _with_external_data(path: Path, digest: str) -> str:
     """``digest`` (of the ``.onnx`` bytes) extended with the content of the external data
     files the model references, so that new weights under the same ``.onnx`` file give a
     new store identity. Unchanged for a model without external data."""
-    import hashlib
-
     import onnx
-
-    from ..graph.external_data import may_reference_external_data, validate_external_data
 
     if not may_reference_external_data(path):
         return digest  # a cheap byte scan instead of parsing the whole model again
@@ -78,8 +84,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     if path.name.endswith(".features.onnx"):
-        from ..graph import load_model
-
         # a features file from anywhere: the same safety checks as any model (external
         # data inside its folder, no symlinks, checker) before onnxruntime opens it
         load_model(path, load_external_data=False)
@@ -100,8 +104,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
                 pass
         return {"features_path": path, "source_path": source, "model_sha256": model_sha,
                 "features_sha256": features_sha, "feature_dim": None, "cut": None}
-    from ..graph import split_model
-    from ..graph.split_cache import split_cached
 
     res = split_cached(path, cut) if split_dir is None else split_model(path, split_dir, cut=cut)
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
@@ -116,8 +118,6 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
 
 def _resolve_preprocess(preprocess, source_path: Path):
     """A PreprocessSpec from ``preprocess`` (spec, overrides dict, preset name or JSON)."""
-    from ..data import PRESETS, PreprocessSpec
-    from ..graph import model_preprocess
 
     if isinstance(preprocess, PreprocessSpec):
         return preprocess, []
@@ -139,27 +139,6 @@ def _resolve_preprocess(preprocess, source_path: Path):
     elif preprocess is not None:
         raise UsageError(f"preprocess must be a PreprocessSpec, dict or str, got {preprocess!r}")
     return model_preprocess(source_path, preset=preset, overrides=overrides)
-
-
-def _bad_types() -> tuple[type, ...]:
-    from ..data import UnreadableImage
-
-    return (UnreadableImage,)
-
-
-def _feature_dim(sess, known: int | None, sample_shape: Callable[[], tuple]) -> int:
-    out = sess.get_outputs()[0]
-    if len(out.shape) != 2:
-        raise UsageError(
-            f"features model output {out.name!r} has shape {out.shape}; expected [N, D] "
-            "(pass the full classifier or a NAME.features.onnx made by `xnetmap split`)"
-        )
-    if isinstance(out.shape[1], int) and out.shape[1] > 0:
-        return int(out.shape[1])
-    if known:
-        return int(known)
-    runner = Runner(sess)
-    return int(runner(np.zeros((1, *sample_shape()), dtype=np.float32))[0].shape[1])
 
 
 @contextlib.contextmanager
@@ -251,6 +230,9 @@ def extract_features(
     threads: int | None = None,
     shard_rows: int | None = None,
     prefetch: int | None = None,
+    split=None,
+    engine: str = "local",
+    ray_address: str | None = None,
     preprocess_notes=(),
 ):
     """Run the feature extractor F of ``model`` over ``dataset`` into a feature store.
@@ -258,67 +240,104 @@ def extract_features(
     Parameters
     ----------
     model : path
-        A full classifier (split on the fly with ``cut``) or a ``NAME.features.onnx``.
-    dataset : Dataset or str or path
-        A :class:`xnetmap.data.Dataset` or a spec for :func:`xnetmap.data.open_dataset`.
-    out_dir : path
-        The store directory (created).
-    device : {"cpu", "cuda", "auto"}
-        ``cuda`` that cannot get onnxruntime's CUDA provider raises DeviceUnavailable.
-    batch_size : int
-        Images per onnxruntime call.
-    workers : int, optional
-        Decode/preprocess threads (default: cores).
-    dtype : {"float32", "float16"}
-        Storage type of the features (readers always get float32).
-    max_bad : float
-        Largest allowed fraction of unreadable images (0 = none allowed).
-    overwrite : bool
-        Replace a store made from another model, dataset or preprocessing.
+        A full classifier (split with ``cut`` into ``split_dir``, default the cache) or a
+        ``NAME.features.onnx``; with ``split``, the source model (recorded only).
+    dataset, out_dir : Dataset or str or path; path
+        Images (a spec for :func:`xnetmap.data.open_dataset`); the store (created, resumed
+        when of the same identity, replaced with ``overwrite``).
+    device, batch_size, dtype, max_bad, threads, shard_rows
+        ``cpu``/``cuda``/``auto``; images per onnxruntime call; storage ``float32`` or
+        ``float16``; largest fraction of unreadable images; intra-op threads (``ray``:
+        CPUs per actor, default 1); rows per shard of a new store (default ~64 MiB).
+    workers, prefetch
+        ``local``: decode threads (default: cores), batches decoded ahead. ``ray``:
+        actors (default: one per CPU, or per GPU with ``cuda``).
     preprocess : PreprocessSpec or dict or str, optional
-        Default: the model's ``xnetmap.preprocess`` metadata. A dict is a set of
-        overrides (key ``"preset"`` picks a preset); a str a preset name or spec JSON.
-    cut, split_dir
-        Passed to :func:`xnetmap.graph.split_model` for a full classifier.
+        Default: the model's metadata; overrides (``"preset"`` picks one), a preset, JSON.
     progress : callable, optional
-        ``progress(done_rows, total_rows)`` after every batch (rows of this run).
-    threads : int, optional
-        onnxruntime intra-op threads (default: cores).
+        ``progress(done_rows, total_rows)`` after every batch of this run.
     preprocess_notes : sequence of str
         What was assumed to get ``preprocess`` (recorded in the manifest).
-    shard_rows : int, optional
-        Rows per shard for a new store (default: ~64 MiB of features, a multiple of
-        ``batch_size``). A resumed store keeps its own.
-    prefetch : int, optional
-        Batches decoded ahead at most (default ``2 * workers``).
-
-    Notes
-    -----
-    Array datasets (IDX, .npy, .npz) whose images already have the input size are
-    preprocessed a batch at a time (bit-identical to the per-image path). A resumed
-    run keeps the store's shard boundaries; batches never cross a shard, so rerunning
-    with the same ``batch_size`` reproduces the same bytes. NOTE: resuming with another
-    ``batch_size`` may change the last bits of the remaining rows (onnxruntime kernels
-    can depend on the batch size); the store stays valid.
+    split : SplitResult, optional
+        The split of ``model`` made in this run: used as is (no ``split.json`` re-read).
+    engine, ray_address : str
+        ``local`` (threads here) or ``ray`` (Ray Data, ``pip install 'xnetmap[ray]'``) on
+        the cluster at ``ray_address`` (``auto``, ``ray://...``; default: the one joined,
+        else a new local one). The same bytes either way.
 
     Returns
     -------
     FeatureStore
-        ``store.run`` reports: ``reused``, ``resumed_shards``, ``recomputed_shards``
-        (failed their checksum), ``computed_rows``, ``n_bad``, ``nonfinite``,
-        ``zero_norm``, ``seconds``, ``setup_seconds`` (before the first batch), ``notes``.
+        ``store.run`` says what the run did (reused, resumed/recomputed shards, rows...).
+
+    Raises
+    ------
+    UsageError (exit 2): bad arguments, a store of another identity without ``overwrite``,
+    Ray not installed, CUDA not obtained; TooManyBadImages (exit 4).
+    """
+    t0 = time.perf_counter()
+    _check_args(batch_size, dtype, max_bad, workers)
+    eng = make_engine(engine, device, workers=workers, threads=threads, prefetch=prefetch,
+                      ray_address=ray_address)
+    job = _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype)
+    job.notes += list(preprocess_notes)  # what was assumed: recorded in the manifest
+    out = make_output_dir(out_dir, "store folder")
+    with _environment_errors(out), _store_lock(out):
+        old, done, recomputed = _open_store(out, job, overwrite)
+        run: dict = {"reused": not (old is None or not old.get("complete") or recomputed),
+                     "resumed_shards": len(done), "recomputed_shards": recomputed,
+                     "notes": job.notes, "device": job.device, "engine": eng.info()}
+        if not run["reused"]:
+            manifest = _start_manifest(out, job, old, done, eng, shard_rows, batch_size)
+            run["setup_seconds"] = time.perf_counter() - t0  # split, digests, session, manifest
+        run["computed_rows"] = 0 if run["reused"] else _compute(
+            out, job, manifest, done, eng, batch_size, max_bad, progress)
+        store = st.FeatureStore.open(out)
+        run.update(seconds=time.perf_counter() - t0, **_totals(store.manifest))
+        store.run = run
+        return store
+
+
+def make_engine(engine: str, device: str, *, workers: int | None = None,
+                threads: int | None = None, prefetch: int | None = None,
+                ray_address: str | None = None):
+    """The engine named ``engine`` (``local`` or ``ray``).
 
     Raises
     ------
     UsageError
-        Bad arguments, or ``out_dir`` holds a store of another model/dataset/preprocessing
-        (exit 2) and ``overwrite`` is False.
-    DeviceUnavailable
-        CUDA requested but not obtained.
-    TooManyBadImages
-        More than ``max_bad`` of the images are unreadable (exit 4).
+        Unknown engine, ``ray_address`` without ``ray``, or ``ray`` without Ray
+        installed (exit 2, with the install command).
     """
-    t0 = time.perf_counter()
+    if engine == "local":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --engine ray")
+        return LocalEngine(device, workers=workers, threads=threads, prefetch=prefetch)
+    if engine == "ray":
+        return RayEngine(device, workers=workers, threads=threads, address=ray_address)
+    raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+
+
+def _compute(out: Path, job, manifest: dict, done: dict, eng, batch_size: int, max_bad: float,
+             progress) -> int:
+    """Compute the shards missing from ``done`` with ``eng``, write them, finish the store.
+
+    Returns the number of rows computed.
+    """
+    plan = _shard_plan(job.n, int(manifest["shard_rows"]))
+    todo = [k for k in range(len(plan)) if k not in done]
+    writer = _ShardWriter(out, job, manifest, plan, done, max_bad, progress)
+    units = units_of(plan, todo, batch_size)
+    writer.begin(sum(u.stop - u.start for u in units))
+    for result in eng.run(job.ds, job.spec, units):
+        writer.add(result)
+    if len(done) != len(plan):
+        raise InternalError(f"{len(done)} of {len(plan)} shards written")
+    _finish(out, manifest, plan, job.ds)
+    return writer.computed_rows
+
+
+def _check_args(batch_size: int, dtype: str, max_bad: float, workers: int | None) -> None:
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if dtype not in DTYPES:
@@ -327,167 +346,189 @@ def extract_features(
         raise UsageError(f"--max-bad must be a fraction in [0, 1], got {max_bad}")
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
-    from .. import __version__
-    from ..data import open_dataset
 
+
+@dataclass
+class _Job:
+    """What one run extracts: dataset, preprocessing, F and the store identity."""
+
+    model: Any
+    ds: Any
+    spec: Any
+    m: dict
+    identity: dict
+    notes: list
+    device: str
+
+    @property
+    def n(self) -> int:
+        return int(self.identity["n"])
+
+
+def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) -> _Job:
+    """Resolve model, dataset and preprocessing; the engine starts up meanwhile."""
     ds = dataset if hasattr(dataset, "fingerprint") else open_dataset(dataset)
-    m = _resolve_model(model, cut, split_dir)
-    # onnxruntime builds the session (C++, GIL released) while this thread reads the
-    # preprocessing metadata and fingerprints the dataset.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xnetmap-session") as pool:
-        pending = pool.submit(make_session, m["features_path"], device, threads=threads)
-        spec, notes = _resolve_preprocess(preprocess, m["source_path"])
-        notes = [*notes, *preprocess_notes]  # what was assumed: recorded in the manifest
-        fingerprint = ds.fingerprint()
-        sess = pending.result()  # re-raises DeviceUnavailable / ModelRejected
-    n = len(ds)
-    spec_json = spec.to_json()
+    m = _model_from_split(split) if split is not None else _resolve_model(model, cut, split_dir)
+    # the engine opens its session / joins its cluster while this thread reads the
+    # preprocessing metadata and fingerprints the dataset
+    eng.start(m["features_path"])
+    spec, notes = _resolve_preprocess(preprocess, m["source_path"])
+    fingerprint = ds.fingerprint()
+    device = eng.ready()  # re-raises DeviceUnavailable / ModelRejected
     identity = {
         "model_sha256": m["model_sha256"],
         "features_sha256": m["features_sha256"],
         "dataset_fingerprint": fingerprint,
         "preprocess_digest": spec.digest(),
         "dtype": dtype,
-        "n": n,
+        "n": len(ds),
     }
-    out = make_output_dir(out_dir, "store folder")
-    with _environment_errors(out), _store_lock(out):
-        old = st.read_manifest(out) if not overwrite else None
-        if old is not None:
-            diff = [k for k in IDENTITY if old.get(k) != identity[k]]
-            if diff:
+    return _Job(model, ds, spec, m, identity, list(notes), device)
+
+
+def _model_from_split(split) -> dict:
+    """The features model of a split made in this run (no split.json re-read)."""
+    features = Path(split.features_path)
+    features_sha = getattr(split, "features_sha256", None) or file_sha256(features)
+    return {"features_path": features, "source_path": Path(split.model_path),
+            "model_sha256": split.model_sha256,
+            "features_sha256": _with_external_data(features, features_sha),
+            "feature_dim": getattr(split, "feature_dim", None),
+            "cut": getattr(split, "cut", None)}
+
+
+def _open_store(out: Path, job: _Job, overwrite: bool):
+    """The store's manifest to resume (or None), its verified shards, and the failed ones.
+
+    Refuses a store of another identity unless ``overwrite``; cleans leftovers.
+    """
+    old = st.read_manifest(out) if not overwrite else None
+    if old is not None:
+        diff = [k for k in IDENTITY if old.get(k) != job.identity[k]]
+        if diff:
+            raise UsageError(
+                f"{out} holds features of another "
+                + ", ".join(f"{k} ({old.get(k)!s:.16} != {job.identity[k]!s:.16})"
+                            for k in diff)
+                + "; use --overwrite to replace it, or another -o"
+            )
+    else:
+        _clean_store_dir(out)  # overwrite, or leftovers of a run killed before its manifest
+    for p in out.glob(".*.tmp"):
+        p.unlink()  # temp files of a killed run
+    if old is None:
+        return None, {}, []
+    job.notes += _repair_side_files(out, old, job.ds)
+    done = {int(s["index"]): s for s in old["shards"]}
+    failed = [k for k, s in done.items()
+              if not (out / s["file"]).exists() or file_sha256(out / s["file"]) != s["sha256"]]
+    for k in failed:
+        del done[k]
+    return old, done, sorted(failed)
+
+
+def _start_manifest(out: Path, job: _Job, old, done: dict, eng, shard_rows, batch_size) -> dict:
+    """Write the manifest this run starts from (incomplete): resumed, or new with ids/labels."""
+    if old is not None:
+        manifest = dict(old)
+        manifest.update(complete=False, shards=[done[k] for k in sorted(done)],
+                        engine=eng.info())
+        atomic_write_json(out / st.MANIFEST, manifest)
+        return manifest
+    ds, dtype = job.ds, job.identity["dtype"]
+    dim = eng.feature_dim(job.m["feature_dim"], lambda: job.spec.apply(_first_image(ds)).shape)
+    if shard_rows is None:
+        per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
+        shard_rows = max(batch_size, per // batch_size * batch_size)
+    if int(shard_rows) < 1:
+        raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
+    manifest = {
+        "format": st.FORMAT, "format_version": st.FORMAT_VERSION,
+        "xnetmap_version": __version__, **job.identity,
+        "model_path": str(job.model), "features_path": str(job.m["features_path"]),
+        "cut": job.m["cut"], "dataset": _describe(ds), "preprocess": json.loads(job.spec.to_json()),
+        "dim": dim, "shard_rows": int(shard_rows), "labeled": ds.labels is not None,
+        "engine": eng.info(), "preprocess_notes": list(job.notes),
+        "shards": [], "complete": False,
+    }
+    atomic_write_bytes_json(out / st.IDS, list(ds.ids))
+    if ds.labels is not None:
+        st.atomic_save_npy(out / st.LABELS, np.asarray(ds.labels, dtype=np.int64))
+    atomic_write_json(out / st.MANIFEST, manifest)
+    return manifest
+
+
+class _ShardWriter:
+    """Assembles units into shards (in any order) and writes each shard once it is full.
+
+    A shard is written atomically, then the manifest is rewritten atomically to list
+    it. A unit that arrives twice (a task retried after a worker died) is ignored.
+    """
+
+    def __init__(self, out: Path, job: _Job, manifest: dict, plan, done: dict,
+                 max_bad: float, progress):
+        self.out, self.job, self.manifest, self.plan, self.done = out, job, manifest, plan, done
+        self.max_bad, self.progress = float(max_bad), progress
+        self.dim = int(manifest["dim"])
+        self.allowed = self.max_bad * job.n
+        self.n_bad = sum(len(s["bad"]) for s in done.values())
+        self.parts: dict[int, dict] = {}
+        self.finished = self.total = self.computed_rows = 0
+        if self.n_bad > self.allowed:
+            raise TooManyBadImages(_too_many(self.n_bad, job.n, self.max_bad, out))
+
+    def begin(self, total: int) -> None:
+        self.total = total
+        if self.progress is not None:
+            self.progress(0, total)
+
+    def _part(self, k: int) -> dict:
+        part = self.parts.get(k)
+        if part is None:
+            a, b = self.plan[k]
+            part = {"buf": np.zeros((b - a, self.dim), dtype=np.float32),
+                    "valid": np.zeros(b - a, dtype=bool), "bad": {}, "seen": set(), "rows": 0}
+            self.parts[k] = part
+        return part
+
+    def add(self, r) -> None:
+        """Place one :class:`~xnetmap.extract.engines.UnitResult`; write its shard if full."""
+        u = r.unit
+        a, b = self.plan[u.k]
+        part = self._part(u.k)
+        if u.start in part["seen"] or u.k in self.done:
+            return
+        if r.F is not None:
+            g = int(np.count_nonzero(r.good))
+            if r.F.shape != (g, self.dim):
                 raise UsageError(
-                    f"{out} holds features of another "
-                    + ", ".join(f"{k} ({old.get(k)!s:.16} != {identity[k]!s:.16})" for k in diff)
-                    + "; use --overwrite to replace it, or another -o"
+                    f"features model {self.job.m['features_path']} gave shape {r.F.shape} for a "
+                    f"batch of {g}; expected ({g}, {self.dim})"
                 )
-        else:
-            _clean_store_dir(out)  # overwrite, or leftovers of a run killed before its manifest
+            sel = u.start - a + np.nonzero(r.good)[0]
+            part["buf"][sel] = r.F
+            part["valid"][sel] = True
+        part["bad"].update(r.bad)
+        self.n_bad += len(r.bad)
+        if self.n_bad > self.allowed:
+            raise TooManyBadImages(_too_many(self.n_bad, self.job.n, self.max_bad, self.out,
+                                             r.bad or part["bad"], self.job.ds.ids))
+        part["seen"].add(u.start)
+        part["rows"] += u.stop - u.start
+        self.finished += u.stop - u.start
+        if part["rows"] == b - a:
+            self._write(u.k)
+        if self.progress is not None:
+            self.progress(self.finished, self.total)
 
-        run: dict = {"reused": False, "resumed_shards": 0, "recomputed_shards": [],
-                     "computed_rows": 0, "notes": list(notes), "device": sess.xnetmap_device}
-        for p in out.glob(".*.tmp"):
-            p.unlink()  # temp files of a killed run
-
-        if old is not None:
-            run["notes"] += _repair_side_files(out, old, ds)
-            shard_rows = int(old["shard_rows"])
-            dim = int(old["dim"])
-            done = {int(s["index"]): s for s in old["shards"]}
-            bad_shards = [k for k, s in done.items()
-                          if not (out / s["file"]).exists()
-                          or file_sha256(out / s["file"]) != s["sha256"]]
-            for k in bad_shards:
-                del done[k]
-            run["recomputed_shards"] = sorted(bad_shards)
-            run["resumed_shards"] = len(done)
-            if old.get("complete") and not bad_shards:
-                store = st.FeatureStore.open(out)
-                run.update(reused=True, seconds=time.perf_counter() - t0, **_totals(old))
-                store.run = run
-                return store
-            manifest = dict(old)
-        else:
-            dim = None
-            done = {}
-            manifest = None
-        if dim is None:
-            dim = _feature_dim(sess, m["feature_dim"], lambda: spec.apply(_first_image(ds)).shape)
-        if shard_rows is None:
-            per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
-            shard_rows = max(batch_size, per // batch_size * batch_size)
-        shard_rows = int(shard_rows)
-        if shard_rows < 1:
-            raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
-        if manifest is None:
-            manifest = {
-                "format": st.FORMAT, "format_version": st.FORMAT_VERSION,
-                "xnetmap_version": __version__, **identity,
-                "model_path": str(model), "features_path": str(m["features_path"]),
-                "cut": m["cut"], "dataset": _describe(ds), "preprocess": json.loads(spec_json),
-                "dim": dim, "shard_rows": shard_rows, "labeled": ds.labels is not None,
-                "preprocess_notes": list(notes),
-                "shards": [], "complete": False,
-            }
-            atomic_write_bytes_json(out / st.IDS, list(ds.ids))
-            if ds.labels is not None:
-                st.atomic_save_npy(out / st.LABELS, np.asarray(ds.labels, dtype=np.int64))
-            atomic_write_json(out / st.MANIFEST, manifest)
-        else:
-            manifest["complete"] = False
-            manifest["shards"] = [done[k] for k in sorted(done)]
-            atomic_write_json(out / st.MANIFEST, manifest)
-
-        plan = _shard_plan(n, shard_rows)
-        todo = [k for k in range(len(plan)) if k not in done]
-        already_bad = sum(len(s["bad"]) for s in done.values())
-        allowed = float(max_bad) * n
-        if already_bad > allowed:
-            raise TooManyBadImages(_too_many(already_bad, n, max_bad, out))
-        total = sum(plan[k][1] - plan[k][0] for k in todo)
-        if progress is not None:
-            progress(0, total)
-        n_workers = cpu_count() if workers is None else int(workers)
-        load = _loader(ds, spec)
-
-        def batches():
-            for k in todo:
-                a, b = plan[k]
-                for s in range(a, b, batch_size):
-                    yield np.arange(s, min(s + batch_size, b), dtype=np.int64)
-
-        runner = Runner(sess, [sess.get_outputs()[0].name])
-        run["setup_seconds"] = time.perf_counter() - t0  # split, digests, session, manifest
-        n_bad = already_bad
-        finished = 0
-        cur_k, buf, valid, bad = None, None, None, {}
-        pos = 0
-        todo_iter = iter(todo)
-        for pb in prepared_batches(load, batches(), workers=n_workers, prefetch=prefetch,
-                                   bad_types=_bad_types(), prepare=array_batch_preparer(ds, spec)):
-            if cur_k is None:
-                cur_k = next(todo_iter)
-                a, b = plan[cur_k]
-                buf = np.zeros((b - a, dim), dtype=np.float32)
-                valid = np.zeros(b - a, dtype=bool)
-                bad, pos = {}, 0
-            a, b = plan[cur_k]
-            rows = len(pb.indices)
-            if pb.X is not None and len(pb.X):
-                F = runner(pb.X)[0]
-                if F.shape != (len(pb.X), dim):
-                    raise UsageError(
-                        f"features model {m['features_path']} gave shape {F.shape} for a batch of "
-                        f"{len(pb.X)}; expected ({len(pb.X)}, {dim})"
-                    )
-                sel = pos + np.nonzero(pb.good)[0]
-                buf[sel] = F
-                valid[sel] = True
-            bad.update(pb.bad)
-            n_bad += len(pb.bad)
-            if n_bad > allowed:
-                raise TooManyBadImages(
-                    _too_many(n_bad, n, max_bad, out, pb.bad or bad, ds.ids)
-                )
-            pos += rows
-            finished += rows
-            if pos == b - a:
-                entry = _write_shard(out, cur_k, a, b, buf, valid, bad, dtype, ds)
-                done[cur_k] = entry
-                manifest["shards"] = [done[k] for k in sorted(done)]
-                atomic_write_json(out / st.MANIFEST, manifest)
-                run["computed_rows"] += b - a
-                cur_k = None
-            if progress is not None:
-                progress(finished, total)
-        if len(done) != len(plan):
-            raise InternalError(f"{len(done)} of {len(plan)} shards written")
-        _finish(out, manifest, plan, ds)
-        store = st.FeatureStore.open(out)
-        run.update(seconds=time.perf_counter() - t0, **_totals(store.manifest))
-        store.run = run
-        return store
-
+    def _write(self, k: int) -> None:
+        a, b = self.plan[k]
+        part = self.parts.pop(k)
+        self.done[k] = _write_shard(self.out, k, a, b, part["buf"], part["valid"], part["bad"],
+                                    self.job.identity["dtype"], self.job.ds)
+        self.manifest["shards"] = [self.done[i] for i in sorted(self.done)]
+        atomic_write_json(self.out / st.MANIFEST, self.manifest)
+        self.computed_rows += b - a
 
 def _ids_text(ids) -> str:
     return json.dumps(list(ids), separators=(",", ":")) + "\n"
@@ -495,8 +536,6 @@ def _ids_text(ids) -> str:
 
 def atomic_write_bytes_json(path: Path, obj) -> None:
     """Compact JSON (ids lists can be long), atomically."""
-    from ..fsutil import atomic_write_text
-
     atomic_write_text(path, _ids_text(obj))
 
 
@@ -546,8 +585,6 @@ def _repair_side_files(out: Path, manifest: dict, ds) -> list[str]:
 
 
 def _first_image(ds):
-    from ..data import UnreadableImage
-
     for i in range(len(ds)):
         try:
             return ds.load(i)
@@ -561,13 +598,6 @@ def _describe(ds) -> str:
         return ds.describe()
     except Exception:
         return f"{type(ds).__name__} of {len(ds)} samples"
-
-
-def _loader(ds, spec):
-    def load(i: int) -> np.ndarray:
-        return spec.apply(ds.load(i))
-
-    return load
 
 
 def _write_shard(out, k, a, b, buf, valid, bad, dtype, ds) -> dict:

@@ -37,7 +37,16 @@ def array_batch_preparer(ds, spec) -> Callable[[np.ndarray], PreparedBatch] | No
         converts RGB to L (those go through Pillow per image).
     """
     source = getattr(ds, "_source", None)
-    arr = getattr(source, "array", None)
+    return array_preparer(getattr(source, "array", None), spec, getattr(ds, "_index", None))
+
+
+def array_preparer(arr, spec, index=None) -> Callable[[np.ndarray], PreparedBatch] | None:
+    """``prepare(indices) -> PreparedBatch`` over rows ``index[indices]`` of the uint8 array
+    ``arr`` (rows ``indices`` when ``index`` is None), or None when not exact.
+
+    The Ray engine calls it on the array slice a worker receives, the local engine on
+    the dataset's whole array: the same expression, so the same bytes.
+    """
     affine = getattr(spec, "_affine", None)
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or affine is None:
         return None
@@ -54,7 +63,6 @@ def array_batch_preparer(ds, spec) -> Callable[[np.ndarray], PreparedBatch] | No
         return None
     if channels == 3 and spec.colour == "L":
         return None  # Pillow's luma conversion: keep the per-image path
-    index = getattr(ds, "_index", None)
     a, b = affine
     out_c = 1 if spec.colour == "L" else 3
 

@@ -89,7 +89,11 @@ def read_manifest(path: str | os.PathLike) -> dict | None:
 
 
 class FeatureStore:
-    """A complete feature store opened for reading (features memory-mapped).
+    """A complete feature store opened for reading.
+
+    Each shard is read once, when first needed, and its sha256 is computed on the
+    bytes as they are read: a changed or truncated shard is an :class:`InputError`
+    (exit 2) naming it, never features used silently. Read shards stay in memory.
 
     Attributes
     ----------
@@ -190,14 +194,44 @@ class FeatureStore:
         return self.n
 
     def _shard(self, k: int) -> np.ndarray:
-        mm = self._mm.get(k)
-        if mm is None:
-            mm = np.load(self.path / self._shards[k]["file"], mmap_mode="r", allow_pickle=False)
-            self._mm[k] = mm
-        return mm
+        arr = self._mm.get(k)
+        if arr is None:
+            arr = self._read_verified(k)
+            self._mm[k] = arr
+        return arr
+
+    def _read_verified(self, k: int) -> np.ndarray:
+        """Shard ``k`` read into memory once, its sha256 computed on the bytes as they are
+        read (no second pass over the disk), checked against the manifest.
+
+        Raises
+        ------
+        InputError
+            The shard is missing, truncated, or its bytes differ from the manifest's sha256.
+        """
+        s = self._shards[k]
+        p = self.path / s["file"]
+        rows = int(s["stop"]) - int(s["start"])
+        h = hashlib.sha256()
+        try:
+            with open(p, "rb") as fh:
+                arr = _read_npy_hashed(fh, h, (rows, self.dim))
+        except _Truncated as err:
+            raise InputError(self._damaged(s, f"is truncated ({err})")) from None
+        except (OSError, ValueError) as err:
+            raise InputError(self._damaged(s, f"cannot be read ({err})")) from None
+        if h.hexdigest() != s["sha256"]:
+            raise InputError(self._damaged(s, "fails its sha256 check (its bytes changed)"))
+        return arr
+
+    def _damaged(self, s: dict, what: str) -> str:
+        return (
+            f"feature store {self.path}: shard {s['file']} (rows {s['start']}-{s['stop']}) "
+            f"{what}; run the same `xnetmap extract` command on this store to recompute it"
+        )
 
     def shard_arrays(self) -> Iterator[np.ndarray]:
-        """The shards as memory-mapped arrays of shape (rows_k, dim), in order."""
+        """The shards as read-only arrays of shape (rows_k, dim), in order (verified)."""
         for k in range(len(self._shards)):
             yield self._shard(k)
 
@@ -267,3 +301,39 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, n={self.n}, dim={self.dim}, dtype={self.dtype})"
+
+
+class _Truncated(ValueError):
+    """The file ends before the array its header describes."""
+
+
+_CHUNK = 8 << 20
+
+
+def _read_npy_hashed(fh, h, shape: tuple[int, int]) -> np.ndarray:
+    """Read a C-order float ``.npy`` of ``shape`` from ``fh``, feeding every byte to ``h``."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        got, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        got, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f".npy format version {version} is not one xnetmap writes")
+    if tuple(got) != tuple(shape) or fortran or dtype not in (np.float32, np.float16):
+        raise ValueError(f"holds {dtype} {tuple(got)}, expected float {tuple(shape)}")
+    header = fh.tell()
+    fh.seek(0)
+    h.update(fh.read(header))
+    arr = np.empty(shape, dtype=dtype)
+    view = memoryview(arr.reshape(-1).view(np.uint8))
+    pos = 0
+    while pos < len(view):
+        n = fh.readinto(view[pos : pos + _CHUNK])
+        if not n:
+            raise _Truncated(f"{pos:,} of {len(view):,} data bytes")
+        h.update(view[pos : pos + n])
+        pos += n
+    for rest in iter(lambda: fh.read(_CHUNK), b""):
+        h.update(rest)  # trailing bytes: the digest no longer matches
+    arr.flags.writeable = False
+    return arr

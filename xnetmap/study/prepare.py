@@ -84,7 +84,7 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
     ``progress(done_rows, total_rows)`` is extract's callback.
     """
     return extract_features(
-        split.features_path,
+        info.path,
         ds,
         features_folder(info, split, fingerprint, cache),
         device=device,
@@ -94,6 +94,9 @@ def extract_cached(info: ModelInfo, split: SplitResult, ds, fingerprint: str,
         preprocess=info.preprocess,
         preprocess_notes=info.preprocess_notes,
         progress=progress,
+        split=split,
+        engine=settings.engine,
+        ray_address=settings.ray_address,
     )
 
 

@@ -34,6 +34,9 @@ class StudySettings:
         Bootstrap resamples for the loss interval.
     seed : int
         Seeds the map fit and the bootstrap.
+    engine, ray_address : str
+        Extraction engine (``local`` or ``ray``) and the Ray cluster to join (see
+        :func:`xnetmap.extract.extract_features`); the features do not depend on them.
     """
 
     head: str = "native"
@@ -46,6 +49,8 @@ class StudySettings:
     max_bad: float = 0.0
     n_boot: int = 1000
     seed: int = 0
+    engine: str = "local"
+    ray_address: str | None = None
 
     def validate(self) -> None:
         """Refuse bad settings before any work (UsageError, exit 2)."""

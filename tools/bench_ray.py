@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Benchmark: extraction images/s with ``--engine ray`` against ``--engine local``.
+
+Same machine, same data, same model, same CPUs: a Ray cluster of ``--cpus`` CPUs
+(started here, before timing, like a standing cluster) against the local engine
+on the same number of cores (run this under ``taskset`` to pin a bigger machine
+to ``--cpus`` cores). Data: the first ``--n`` images of the bundled Fashion-MNIST
+training set (IDX, at least 10,000); model: a zoo model from ``models/``, split
+once beforehand so both engines run the same F. Each engine writes a fresh store
+per round; rounds alternate (local, ray, local, ray, ...) because the machine may
+be shared, and the best round of each is kept. Two sizes (N/2 and N) give each
+engine's marginal throughput and fixed cost (t = fixed + n / rate; Ray's fixed
+cost is starting its actors: worker processes that import xnetmap, onnxruntime
+and Ray Data, and open a session). Prints, last, the end-to-end ratio ray / local
+at N images (goal >= 0.8: on one machine Ray can only add overhead).
+
+Usage: ``python tools/bench_ray.py [--n 20000] [--model models/resnet_v2.onnx]
+[--cpus 2] [--batch-size 128] [--rounds 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "resnet_v2.onnx")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+    if not 10000 <= args.n <= 20000:
+        ap.error("--n must be between 10,000 and 20,000 (the bundled training set)")
+
+    import ray
+
+    from xnetmap.data import open_dataset
+    from xnetmap.extract import extract_features
+    from xnetmap.graph import split_model
+
+    ds = open_dataset(ROOT / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    ds = ds.subset(np.arange(args.n))
+    work = Path(tempfile.mkdtemp(prefix="xnetmap-bench-ray-"))
+    split = split_model(args.model, work / "split")
+    t = time.perf_counter()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    print(f"ray {ray.__version__}: local cluster of {args.cpus} CPUs started in "
+          f"{time.perf_counter() - t:.1f} s (not counted below)")
+    print(f"model {args.model.name} (D = {split.feature_dim}), {args.n:,} Fashion-MNIST "
+          f"images, batch {args.batch_size}")
+    sizes = (args.n // 2, args.n)
+    best: dict = {}  # (engine, n) -> best seconds
+    for r in range(args.rounds):
+        for n in sizes:
+            sub = ds.subset(np.arange(n))
+            for engine in ("local", "ray"):
+                t = time.perf_counter()
+                store = extract_features(args.model, sub, work / engine, split=split,
+                                         batch_size=args.batch_size, overwrite=True,
+                                         engine=engine,
+                                         threads=args.cpus if engine == "local" else None)
+                secs = time.perf_counter() - t
+                assert store.run["computed_rows"] == n
+                best[engine, n] = min(best.get((engine, n), secs), secs)
+                print(f"round {r + 1} {engine:5s} {n:6,d} images: {secs:6.1f} s "
+                      f"{n / secs:7,.0f} img/s (engine {store.run['engine']})")
+    # t(n) = fixed + n / rate, from the best times at two sizes
+    for engine in ("local", "ray"):
+        t1, t2 = best[engine, sizes[0]], best[engine, sizes[1]]
+        rate = (sizes[1] - sizes[0]) / max(t2 - t1, 1e-9)
+        print(f"{engine:5s}: marginal {rate:7,.0f} img/s, fixed cost "
+              f"{t2 - sizes[1] / rate:5.1f} s (start-up: session / actors)")
+    rates = {e: args.n / best[e, args.n] for e in ("local", "ray")}
+    same = all(np.array_equal(a, b) for a, b in zip(
+        extract_features(args.model, ds, work / "local", split=split,
+                         batch_size=args.batch_size).shard_arrays(),
+        extract_features(args.model, ds, work / "ray", split=split, engine="ray",
+                         batch_size=args.batch_size).shard_arrays()))
+    print(f"stores identical: {same}")
+    print(f"end to end at {args.n:,} images: local {rates['local']:,.0f} img/s, "
+          f"ray {rates['ray']:,.0f} img/s")
+    print(f"ratio ray/local (end to end): {rates['ray'] / rates['local']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
