@@ -268,6 +268,18 @@ def annotate_cmd(
 # ---- section: extract ---------------------------------------------------------
 
 
+_ENGINE_OPT = typer.Option(
+    "local", "--engine",
+    help="Extraction engine: local (threads here) or ray (a Ray cluster; pip install "
+    "'xnetmap\\[ray]'). With ray, --workers is the number of actors.",
+)
+_RAY_ADDRESS_OPT = typer.Option(
+    None, "--ray-address",
+    help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: start one here.",
+    show_default="a new local cluster",
+)
+
+
 @_command("extract")
 def extract_cmd(
     model: Path = typer.Argument(
@@ -329,15 +341,8 @@ def extract_cmd(
     class_index: Path | None = _CLASS_INDEX_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
-    engine: str = typer.Option(
-        "local", "--engine",
-        help="local (threads here) or ray (a Ray cluster; pip install 'xnetmap\\[ray]'). With "
-        "ray, --workers is the number of actors and --threads the CPUs of each.",
-    ),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address",
-        help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: start one here.",
-    ),
+    engine: str = _ENGINE_OPT,
+    ray_address: str | None = _RAY_ADDRESS_OPT,
 ) -> None:
     """Run the feature extractor F of MODEL over DATASET into a resumable feature store."""
     import json
@@ -536,7 +541,7 @@ def fit_cmd(
 
 
 def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, bootstrap, seed,
-                    epochs, lr, calibrate, init):
+                    epochs, lr, calibrate, init, engine="local", ray_address=None):
     from .study.settings import StudySettings
 
     # Only settings that differ from AffineMap's defaults enter StudySettings.fit, so that a
@@ -545,7 +550,7 @@ def _study_settings(head, cut, solver, device, batch_size, workers, max_bad, boo
     fit = {k: v for k, v in given.items() if v != FIT_DEFAULTS[k]}
     return StudySettings(head=head, cut=cut, solver=solver, fit=fit, device=device,
                          batch_size=batch_size, workers=workers, max_bad=max_bad,
-                         n_boot=bootstrap, seed=seed)
+                         n_boot=bootstrap, seed=seed, engine=engine, ray_address=ray_address)
 
 
 def _write_study(outcome, out: Path, loss_range: float | None = None) -> dict:
@@ -669,6 +674,8 @@ def run_study_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CI."),
     seed: int = typer.Option(0, "--seed", help="Seeds the map fits and the bootstrap."),
     class_index: Path | None = _CLASS_INDEX_OPT,
+    engine: str = _ENGINE_OPT,
+    ray_address: str | None = _RAY_ADDRESS_OPT,
     strict: bool = _STRICT_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
@@ -677,7 +684,7 @@ def run_study_cmd(
     from .study.run import run_study
 
     settings = _study_settings(head, cut, solver, device, batch_size, workers, max_bad,
-                               bootstrap, seed, epochs, lr, calibrate, init)
+                               bootstrap, seed, epochs, lr, calibrate, init, engine, ray_address)
     with _progress(quiet) as progress:
         outcome = run_study(
             models, val=val, train=train,
@@ -705,6 +712,8 @@ def demo_cmd(
     cache: Path | None = _CACHE_OPT,
     loss_range: float | None = _LOSS_RANGE_OPT,
     class_index: Path | None = _CLASS_INDEX_OPT,
+    engine: str = _ENGINE_OPT,
+    ray_address: str | None = _RAY_ADDRESS_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
@@ -719,7 +728,8 @@ def demo_cmd(
     with _progress(quiet) as progress:
         outcome = run_study(
             models, val=str(val), train=train or str(bundled_train), names=names,
-            settings=StudySettings(solver=solver, device=device), cache_dir=cache,
+            settings=StudySettings(solver=solver, device=device, engine=engine,
+                                   ray_address=ray_address), cache_dir=cache,
             class_index=class_index, progress=progress,
         )
     _print_notes(outcome.study.notes)
@@ -807,6 +817,8 @@ def check_cmd(
     batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Extraction batch size."),
     max_bad: float = typer.Option(0.0, "--max-bad", help="Allowed fraction of unreadable images."),
     class_index: Path | None = _CLASS_INDEX_OPT,
+    engine: str = _ENGINE_OPT,
+    ray_address: str | None = _RAY_ADDRESS_OPT,
     strict: bool = _STRICT_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or step lines."),
 ) -> None:
@@ -817,7 +829,7 @@ def check_cmd(
     pol = chk.load_policy(policy, max_loss=max_loss, min_agreement=min_agreement,
                           max_acc_drop=max_acc_drop, max_abs_diff=max_abs_diff, min_cka=min_cka)
     settings = StudySettings(cut=cut, solver=solver, device=device, batch_size=batch_size,
-                             max_bad=max_bad)
+                             max_bad=max_bad, engine=engine, ray_address=ray_address)
     with _progress(quiet) as progress:
         result = chk.check_models(
             reference, candidate, val=val, train=train, policy=pol, baseline=baseline,
