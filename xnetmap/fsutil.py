@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError
+from .errors import InputError, OutputNotWritten
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -77,8 +77,6 @@ def atomic_writer(path: str | os.PathLike, *, mode: int | None = None) -> Iterat
         if err.filename not in (None, tmp, str(path)):
             raise  # about another file the block read: not this write's failure
         # disk full, quota, file too large, read-only: the user's output, not a bug
-        from .errors import OutputNotWritten
-
         raise OutputNotWritten(
             f"cannot write {path} ({err.strerror or err}); nothing was written there: free "
             "space or choose another output path",

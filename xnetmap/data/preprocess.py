@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UsageError
+from .decode import MAX_PIXELS
 
 SCHEMA_VERSION = 1
 PREPROCESS_KEY = "xnetmap.preprocess"
@@ -83,8 +84,6 @@ class PreprocessSpec:
             raise InputError(f"preprocess size {self.size!r} is not [H, W]") from err
         if len(size) != 2 or min(size) <= 0:
             raise InputError(f"preprocess size {self.size!r} must be two positive integers [H, W]")
-        from .decode import MAX_PIXELS
-
         if size[0] * size[1] > MAX_PIXELS:  # the decoder's own limit: never build more
             raise InputError(
                 f"preprocess size {list(size)} is {size[0] * size[1]:,} pixels, over the limit "

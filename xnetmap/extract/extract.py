@@ -213,27 +213,12 @@ def _row_stats(F: np.ndarray, valid: np.ndarray, start: int) -> dict:
 
 
 def extract_features(
-    model,
-    dataset,
-    out_dir,
-    *,
-    device: str = "cpu",
-    batch_size: int = 64,
-    workers: int | None = None,
-    dtype: str = "float32",
-    max_bad: float = 0.0,
-    overwrite: bool = False,
-    preprocess=None,
-    cut: str = "pooled",
-    split_dir=None,
-    progress: Callable[[int, int], Any] | None = None,
-    threads: int | None = None,
-    shard_rows: int | None = None,
-    prefetch: int | None = None,
-    split=None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    preprocess_notes=(),
+    model, dataset, out_dir, *, device: str = "cpu", batch_size: int = 64,
+    workers: int | None = None, dtype: str = "float32", max_bad: float = 0.0,
+    overwrite: bool = False, preprocess=None, cut: str = "pooled", split_dir=None,
+    progress: Callable[[int, int], Any] | None = None, threads: int | None = None,
+    shard_rows: int | None = None, prefetch: int | None = None, split=None,
+    engine: str = "local", ray_address: str | None = None, preprocess_notes=(),
 ):
     """Run the feature extractor F of ``model`` over ``dataset`` into a feature store.
 
@@ -252,12 +237,11 @@ def extract_features(
     workers, prefetch
         ``local``: decode threads (default: cores), batches decoded ahead. ``ray``:
         actors (default: one per CPU, or per GPU with ``cuda``).
-    preprocess : PreprocessSpec or dict or str, optional
+    preprocess, preprocess_notes : PreprocessSpec or dict or str, optional; list of str
         Default: the model's metadata; overrides (``"preset"`` picks one), a preset, JSON.
+        The notes say what was assumed to get it (recorded in the manifest).
     progress : callable, optional
         ``progress(done_rows, total_rows)`` after every batch of this run.
-    preprocess_notes : sequence of str
-        What was assumed to get ``preprocess`` (recorded in the manifest).
     split : SplitResult, optional
         The split of ``model`` made in this run: used as is (no ``split.json`` re-read).
     engine, ray_address : str
@@ -270,10 +254,8 @@ def extract_features(
     FeatureStore
         ``store.run`` says what the run did (reused, resumed/recomputed shards, rows...).
 
-    Raises
-    ------
-    UsageError (exit 2): bad arguments, a store of another identity without ``overwrite``,
-    Ray not installed, CUDA not obtained; TooManyBadImages (exit 4).
+    Raises UsageError (exit 2): bad arguments, a store of another identity without
+    ``overwrite``, Ray not installed, CUDA not obtained; TooManyBadImages (exit 4).
     """
     t0 = time.perf_counter()
     _check_args(batch_size, dtype, max_bad, workers)

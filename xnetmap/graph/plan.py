@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import ModelRejected, UsageError
+from .certificate import cpu_session_from_bytes, input_spec, random_inputs
+from .external_data import is_external, iter_model_tensors
 from .heads import Head, cut_candidates, detect_head
 from .index import GraphIndex, feature_width
 from .surgery import reachable_nodes, truncated_model
@@ -119,8 +121,6 @@ def probe_shape(ix: GraphIndex, tensor: str) -> list | None:
     """The shape of ``tensor`` measured with onnxruntime on two random inputs, for
     when shape inference cannot tell. Only for models held in memory (no
     external data); returns None otherwise or when the run fails."""
-    from .certificate import cpu_session_from_bytes, input_spec, random_inputs
-    from .external_data import is_external, iter_model_tensors
 
     model = ix.model
     if any(is_external(t) for t in iter_model_tensors(model)) or len(ix.graph_inputs) != 1:

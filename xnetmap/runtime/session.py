@@ -87,11 +87,9 @@ def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
                  cache_optimized: bool = True, prepack: bool = True):
     """Open an onnxruntime session on ``device`` with sensible thread settings.
 
-    On the CPU the graph optimised by onnxruntime (``ORT_ENABLE_ALL``) is cached on
-    disk (:func:`optimized_cache_dir`), keyed by the model's sha256, the onnxruntime
-    version and the CPU's features, so that the next session of the same model
-    skips the optimisation (0.3 s of a ResNet-50's start-up here). A cache entry
-    that onnxruntime cannot load is deleted and the model is optimised again.
+    On the CPU the optimised graph (``ORT_ENABLE_ALL``) is cached (:func:`optimized_cache_dir`),
+    keyed by the model's sha256, the onnxruntime version and the CPU's features: the next
+    session skips the optimisation (0.3 s of a ResNet-50's start-up here).
 
     Parameters
     ----------

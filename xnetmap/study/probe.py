@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from xnetmap.errors import InputError, UsageError
+from xnetmap.fsutil import atomic_write_bytes
 
 # cache the standardised training matrix when it is at most this many float64 values
 _CACHE_LIMIT = 32_000_000
@@ -217,8 +218,6 @@ class SoftmaxProbe:
         """Write the fitted probe to an ``.npz`` (arrays + JSON metadata, no pickle), atomically."""
         import io
 
-        from xnetmap.fsutil import atomic_write_bytes
-
         if not hasattr(self, "coef_"):
             raise UsageError("cannot save an unfitted SoftmaxProbe; call fit(X, y) first")
         meta = {
@@ -349,7 +348,5 @@ def export_probe_onnx(
     probe: SoftmaxProbe, path, feature_dim: int, opset: int = 17, *, labels=None
 ) -> Path:
     """Write the probe as an ONNX classifier C at ``path`` (atomically); returns the path."""
-    from xnetmap.fsutil import atomic_write_bytes
-
     model = probe_to_onnx(probe, feature_dim, opset=opset, labels=labels)
     return atomic_write_bytes(path, model.SerializeToString())
