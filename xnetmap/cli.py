@@ -282,22 +282,14 @@ _RAY_ADDRESS_OPT = typer.Option(
 
 @_command("extract")
 def extract_cmd(
-    model: Path = typer.Argument(
-        ...,
-        help="Full classifier .onnx (split on the fly) or NAME.features.onnx.",
-    ),
-    dataset: str = typer.Argument(
-        ...,
-        help="Dataset path or kind:path (folder, flat, idx, npz, npy, unlabeled).",
-    ),
-    out: Path = typer.Option(
-        ..., "-o", "--out",
-        help="Feature store directory (created; resumed if present).",
-    ),
-    device: str = typer.Option(
-        "cpu", "--device",
-        help="cpu, cuda or auto. cuda without a GPU is an error.",
-    ),
+    model: Path = typer.Argument(..., help="Full classifier .onnx (split on the fly) or "
+                                 "NAME.features.onnx."),
+    dataset: str = typer.Argument(..., help="Dataset path or kind:path (folder, flat, idx, "
+                                  "npz, npy, unlabeled)."),
+    out: Path = typer.Option(..., "-o", "--out",
+                             help="Feature store directory (created; resumed if present)."),
+    device: str = typer.Option("cpu", "--device",
+                               help="cpu, cuda or auto. cuda without a GPU is an error."),
     batch_size: int = typer.Option(BATCH_SIZE, "--batch-size",
                                    help="Images per onnxruntime call."),
     workers: int | None = typer.Option(
@@ -307,18 +299,12 @@ def extract_cmd(
         None, "--threads", help="onnxruntime intra-op threads.", show_default="cores",
     ),
     dtype: str = typer.Option("float32", "--dtype", help="Storage type: float32 or float16."),
-    max_bad: float = typer.Option(
-        0.0, "--max-bad",
-        help="Largest allowed fraction of unreadable images.",
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite",
-        help="Replace a store of another model/dataset/preprocessing.",
-    ),
-    cut: str = typer.Option(
-        "pooled", "--cut",
-        help="Split point for a full classifier: pooled, penultimate or a tensor name.",
-    ),
+    max_bad: float = typer.Option(0.0, "--max-bad",
+                                  help="Largest allowed fraction of unreadable images."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a store of another model/dataset/preprocessing."),
+    cut: str = typer.Option("pooled", "--cut", help="Split point for a full classifier: "
+                            "pooled, penultimate or a tensor name."),
     split_dir: Path | None = typer.Option(
         None, "--split-dir", help="Where the split F/C files go (never MODEL's folder).",
         show_default="the xnetmap cache",
@@ -334,10 +320,8 @@ def extract_cmd(
     scale: str | None = _PRE_OPTS["scale"],
     mean: str | None = _PRE_OPTS["mean"],
     std: str | None = _PRE_OPTS["std"],
-    shard_rows: int | None = typer.Option(
-        None, "--shard-rows", hidden=True,
-        help="Rows per shard of a new store.",
-    ),
+    shard_rows: int | None = typer.Option(None, "--shard-rows", hidden=True,
+                                          help="Rows per shard of a new store."),
     class_index: Path | None = _CLASS_INDEX_OPT,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
@@ -345,7 +329,6 @@ def extract_cmd(
     ray_address: str | None = _RAY_ADDRESS_OPT,
 ) -> None:
     """Run the feature extractor F of MODEL over DATASET into a resumable feature store."""
-    import json
     import time as _time
 
     from .data.preprocess import overrides_from_strings
@@ -357,60 +340,62 @@ def extract_cmd(
     )
     if preset is not None:
         preprocess["preset"] = preset
-    preprocess = preprocess or None
+    if not quiet:
+        _warn_split_folders(dataset)
     if class_index is not None:
         from .data import open_dataset
 
         dataset = open_dataset(dataset, class_index=class_index)
-    if not quiet:
-        _warn_split_folders(dataset)
-    show_bar = not quiet and not as_json and sys.stderr.isatty()
-    bar_ctx = None
-    callback = None
-    if show_bar:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        class _Rate(TextColumn):
-            def render(self, task):  # images/s of this run
-                speed = task.finished_speed or task.speed
-                return TextColumn.render(self, task) if speed is None else f"{speed:,.0f} img/s"
-
-        from rich.console import Console
-
-        bar_ctx = Progress(
-            TextColumn("extract"), BarColumn(), MofNCompleteColumn(), _Rate(""),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True,
-            console=Console(stderr=True),
-        )
-        task_id = bar_ctx.add_task("extract", total=None)
-
-        def callback(done: int, total: int) -> None:
-            bar_ctx.update(task_id, completed=done, total=total)
-
+    bar, callback = _extract_bar(not quiet and not as_json and sys.stderr.isatty())
     t0 = _time.perf_counter()
-    if bar_ctx is not None:
-        with bar_ctx:
-            store = extract_features(
-                model, dataset, out, device=device, batch_size=batch_size, workers=workers,
-                dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
-                cut=cut, split_dir=split_dir, progress=callback, threads=threads,
-                shard_rows=shard_rows, engine=engine, ray_address=ray_address,
-            )
-    else:
+    with bar:
         store = extract_features(
             model, dataset, out, device=device, batch_size=batch_size, workers=workers,
-            dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess,
-            cut=cut, split_dir=split_dir, threads=threads, shard_rows=shard_rows,
-            engine=engine, ray_address=ray_address,
+            dtype=dtype, max_bad=max_bad, overwrite=overwrite, preprocess=preprocess or None,
+            cut=cut, split_dir=split_dir, progress=callback, threads=threads,
+            shard_rows=shard_rows, engine=engine, ray_address=ray_address,
         )
-    secs = _time.perf_counter() - t0
+    _print_extract(store, out, _time.perf_counter() - t0, quiet=quiet, as_json=as_json)
+
+
+def _extract_bar(show: bool):
+    """(context, callback): a rich bar with img/s and ETA on a terminal, else nothing."""
+    import contextlib
+
+    if not show:
+        return contextlib.nullcontext(), None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class _Rate(TextColumn):
+        def render(self, task):  # images/s of this run
+            speed = task.finished_speed or task.speed
+            return TextColumn.render(self, task) if speed is None else f"{speed:,.0f} img/s"
+
+    bar = Progress(
+        TextColumn("extract"), BarColumn(), MofNCompleteColumn(), _Rate(""),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True,
+        console=Console(stderr=True),
+    )
+    task_id = bar.add_task("extract", total=None)
+
+    def callback(done: int, total: int) -> None:
+        bar.update(task_id, completed=done, total=total)
+
+    return bar, callback
+
+
+def _print_extract(store, out: Path, secs: float, *, quiet: bool, as_json: bool) -> None:
+    """What ``xnetmap extract`` says about the store it made or reused."""
+    import json
+
     run = store.run
     summary = {
         "store": str(out), "n": store.n, "dim": store.dim, "dtype": str(store.dtype),
@@ -434,10 +419,9 @@ def extract_cmd(
     if run["reused"]:
         typer.echo(f"{out}: complete store reused ({store.n} x {store.dim}, {store.dtype})")
     else:
-        rate = summary["images_per_s"]
         typer.echo(
             f"{out}: {store.n} x {store.dim} {store.dtype} features; computed "
-            f"{run['computed_rows']} rows in {secs:.1f} s ({rate} img/s), "
+            f"{run['computed_rows']} rows in {secs:.1f} s ({summary['images_per_s']} img/s), "
             f"{run['resumed_shards']} shard(s) resumed"
         )
     if run["n_bad"]:
