@@ -155,6 +155,7 @@ def build_blocks(study: Study, figure_formats=FIGURE_FORMATS) -> list:
             )
         )
         b.append(matrix_table(study, "cka", "{:.3f}", "1.000", "cka_matrix"))
+        b.extend(_debiased_cka(study))
     b.append(Heading(2, "Fit quality (held-out training features)"))
     b.append(
         Table(
@@ -371,6 +372,23 @@ def _provenance_blocks(study: Study) -> list:
         )
     b.extend(_map_files(study))
     return b
+
+
+def _debiased_cka(study: Study) -> list:
+    """The debiased CKA of each pair (unbiased HSIC), beside the biased matrix above."""
+    rows, seen = [], set()
+    for p in study.pairs:
+        key = tuple(sorted((p.source, p.target)))
+        if p.cka_debiased is None or key in seen:
+            continue
+        seen.add(key)
+        rows.append((key[0], key[1], fmt(p.cka, "{:.3f}"), fmt(p.cka_debiased, "{:.3f}")))
+    if not rows:
+        return []
+    return [Para("Debiased linear CKA (unbiased HSIC estimator, Song et al. 2012; Nguyen et "
+                 "al. 2021): the biased estimate above grows towards 1 when there are few "
+                 "samples for the feature widths; the debiased one does not."),
+            Table(("Model", "Model", "CKA", "CKA (debiased)"), tuple(rows), name="cka_debiased")]
 
 
 def _notes(study: Study) -> list:

@@ -28,7 +28,7 @@ agreement, cosine, R² and CKA are fractions)::
                  "mcnemar": {"b": int, "c": int, "statistic": float,
                              "p_value": float, "method": "exact" | "chi2-cc"} | null,
                  "fit": {"cosine": float | null, "r2": float | null},
-                 "cka": float | null, "map_path": str}],
+                 "cka": float | null, "cka_debiased": float | null, "map_path": str}],
       "matrices": {"models": [names...],          # axis order; rows = source A
                    "loss": [[...]] | null,         # diagonal null
                    "agreement": [[...]],           # diagonal null
@@ -88,7 +88,7 @@ def _pair_dict(p, mapping: str) -> dict:
         "top5_correct": p.top5_correct, "top5_percent": _num(p.top5_percent),
         "agreement": _num(p.agreement), "mcnemar": mc,
         "fit": {"cosine": _num(p.fit_cosine), "r2": _num(p.fit_r2)},
-        "cka": _num(p.cka), "map_path": p.map_path,
+        "cka": _num(p.cka), "cka_debiased": _num(p.cka_debiased), "map_path": p.map_path,
     }
 
 
@@ -178,6 +178,7 @@ def study_from_dict(d: dict) -> Study:
                 fit_r2=fit.get("r2"),
                 cka=p.get("cka"),
                 map_path=p.get("map_path", ""),
+                cka_debiased=p.get("cka_debiased"),
             )
         )
     return Study(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .cka import linear_cka
+from .cka import linear_cka_summary
 from .classifiers import Classifier, classifier_logits
 from .evaluate import native_result, pair_result
 from .maps import fit_cached, map_fit_params
@@ -96,7 +96,7 @@ def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], va
     """For every ordered pair (A, B): fit M_{A→B} on train, score C_B(M F_A(val)), CKA."""
     say = say or (lambda _m: None)
     fit_params = map_fit_params(settings, device)
-    cka: dict[tuple[int, int], float] = {}
+    cka: dict[tuple[int, int], Any] = {}
     results, files = [], {}
     for i, j in pairs:
         src, tgt = prepared[i], prepared[j]
@@ -105,13 +105,14 @@ def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], va
         mapped = classifier_logits(classifiers[j], amap.transform(val.feats[i]), device)
         key = (min(i, j), max(i, j))
         if key not in cka:
-            cka[key] = float(linear_cka(val.feats[i], val.feats[j]))
+            cka[key] = linear_cka_summary(val.feats[i], val.feats[j])
         m = getattr(amap, "metrics_", {}) or {}
         results.append(pair_result(
             src.name, tgt.name, native_logits[j], mapped, val.labels,
             n_boot=settings.n_boot, seed=settings.seed, fit_cosine=m.get("cosine"),
-            fit_r2=m.get("r2"), cka=cka[key], map_path=str(path),
+            fit_r2=m.get("r2"), cka=float(cka[key].cka), map_path=str(path),
         ))
+        results[-1].cka_debiased = float(cka[key].cka_debiased)
         files[(src.name, tgt.name)] = path
     return PairScores(results, files)
 

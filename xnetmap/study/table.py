@@ -103,6 +103,9 @@ class PairResult(_Percentages):
         The map's held-out cosine similarity and R² on train features.
     cka : float or None
         Linear CKA between A's and B's val features (symmetric).
+    cka_debiased : float or None
+        The same with the unbiased HSIC estimator (Song et al. 2012): not inflated
+        when the samples are few for the feature widths; NaN below 4 samples.
     map_path : str
         The fitted map file.
     """
@@ -125,6 +128,7 @@ class PairResult(_Percentages):
     fit_r2: float | None = None
     cka: float | None = None
     map_path: str = ""
+    cka_debiased: float | None = None
 
 
 @dataclass
