@@ -69,7 +69,7 @@ def store_identity(store) -> list:
 def probe_classifier(name: str, train_store, cache, settings: StudySettings,
                      say: Callable[[str], Any], n_classes: int | None = None) -> Classifier:
     """Fit (or reuse) a softmax probe on ``train_store`` and export it as an ONNX classifier."""
-    key = content_key("probe/3", store_identity(train_store), settings.seed, n_classes)
+    key = content_key("probe/4", store_identity(train_store), settings.seed, n_classes)
     out = cache_root(cache) / PROBES / f"{key}.classifier.onnx"
     if out.exists():
         say(f"{name}: probe (cached)")

@@ -40,7 +40,11 @@ class SoftmaxProbe:
     alpha : float
         L2 strength on the weights (not the intercept), per-sample-mean scale.
     max_iter : int
-        Maximum L-BFGS iterations.
+        Maximum L-BFGS iterations. The default lets the fit converge (the zoo's
+        20,000 x 256 features need about 770): a fit stopped by the cap depends on
+        its path, so rounding differences between machines move more predictions
+        (measured: 6 of 10,000 val predictions flip under 1e-6 relative feature
+        noise when stopped at 300 iterations, 1 when converged).
     tol : float
         Stop when the largest absolute gradient entry falls below this.
     n_classes : int, optional
@@ -68,7 +72,7 @@ class SoftmaxProbe:
     def __init__(
         self,
         alpha: float = 1e-4,
-        max_iter: int = 300,
+        max_iter: int = 3000,
         tol: float = 1e-5,
         n_classes: int | None = None,
         history_size: int = 10,
