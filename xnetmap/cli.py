@@ -581,8 +581,6 @@ def _print_study(outcome, reports: dict, *, json_out: bool, table_pair=None) -> 
 
 
 def _pair_line(study, pair) -> str:
-    from .report import pair_reading
-
     codes = study.codes
     parts = [f"{codes[pair.source]} → {codes[pair.target]}:"]
     if pair.loss is not None:
@@ -599,9 +597,7 @@ def _pair_line(study, pair) -> str:
         parts.append(f"CKA {pair.cka:.3f},")
     if pair.fit_cosine is not None:
         parts.append(f"map held-out cosine {pair.fit_cosine:.3f}")
-    line = " ".join(parts).rstrip(",")
-    reading = pair_reading(pair)
-    return f"{line} ({reading})" if reading else line
+    return " ".join(parts).rstrip(",")
 
 
 def _sub_study(study, names):
