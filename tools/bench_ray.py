@@ -78,7 +78,10 @@ def main(argv=None) -> None:
     # t(n) = fixed + n / rate, from the best times at two sizes
     for engine in ("local", "ray"):
         t1, t2 = best[engine, sizes[0]], best[engine, sizes[1]]
-        rate = (sizes[1] - sizes[0]) / max(t2 - t1, 1e-9)
+        if t2 <= t1:  # noise larger than the work added: no slope to read
+            print(f"{engine:5s}: marginal rate not measurable (the larger run was not slower)")
+            continue
+        rate = (sizes[1] - sizes[0]) / (t2 - t1)
         print(f"{engine:5s}: marginal {rate:7,.0f} img/s, fixed cost "
               f"{t2 - sizes[1] / rate:5.1f} s (start-up: session / actors)")
     rates = {e: args.n / best[e, args.n] for e in ("local", "ray")}
