@@ -44,15 +44,29 @@ def take_into(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dst
 
 
+def contiguous_views(A: Any, lo: int, hi: int) -> list[Any]:
+    """Rows ``[lo, hi)`` of ``A`` as views (no copy): one for an array, one per shard crossed."""
+    if hasattr(A, "views"):
+        return A.views(lo, hi)
+    return [A[lo:hi]]
+
+
+def is_in_memory(A: Any) -> bool:
+    """Whether ``A`` is an ndarray in memory (not a memmap, not a store)."""
+    return isinstance(A, np.ndarray) and not isinstance(A, np.memmap)
+
+
 def iter_chunks(A: Any, rows: np.ndarray,
                 chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(row_indices, float32 block)`` for ``rows`` (sorted) in chunks."""
     for s in range(0, len(rows), chunk):
         idx = rows[s : s + chunk]
-        if hasattr(A, "take_rows"):
+        if len(idx) and idx[-1] - idx[0] == len(idx) - 1:  # contiguous: views, no gather
+            views = contiguous_views(A, int(idx[0]), int(idx[-1]) + 1)
+            blk = np.asarray(views[0], np.float32) if len(views) == 1 else \
+                np.concatenate(views).astype(np.float32, copy=False)
+        elif hasattr(A, "take_rows"):
             blk = np.asarray(A.take_rows(idx), np.float32)
-        elif len(idx) and idx[-1] - idx[0] == len(idx) - 1:
-            blk = np.asarray(A[idx[0] : idx[-1] + 1], np.float32)  # contiguous: a view, no copy
         else:
             blk = np.asarray(A[idx], np.float32)
         yield idx, blk
