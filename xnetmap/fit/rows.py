@@ -65,11 +65,28 @@ def iter_chunks(A: Any, rows: np.ndarray,
             views = contiguous_views(A, int(idx[0]), int(idx[-1]) + 1)
             blk = np.asarray(views[0], np.float32) if len(views) == 1 else \
                 np.concatenate(views).astype(np.float32, copy=False)
+        elif hasattr(A, "views") or isinstance(A, np.memmap):
+            blk = _gather_sorted(A, idx)
         elif hasattr(A, "take_rows"):
             blk = np.asarray(A.take_rows(idx), np.float32)
         else:
             blk = np.asarray(A[idx], np.float32)
         yield idx, blk
+
+
+def _gather_sorted(A: Any, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted) of a memmap or store: one ``take`` per view of their range."""
+    out = np.empty((len(idx), A.shape[1]), np.float32)
+    pos, start = 0, int(idx[0])
+    for v in contiguous_views(A, start, int(idx[-1]) + 1):
+        stop = start + len(v)
+        k = int(np.searchsorted(idx, stop))
+        if k > pos and v.dtype == np.float32:
+            np.take(v, idx[pos:k] - start, axis=0, out=out[pos:k], mode="clip")
+        elif k > pos:  # float16 stores: cast while copying
+            out[pos:k] = v[idx[pos:k] - start]
+        pos, start = k, stop
+    return out
 
 
 def iter_pairs(X: Any, Y: Any, rows: np.ndarray,
