@@ -83,7 +83,7 @@ def _planted(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_block_shuffle_fits_as_well_as_full_permutation(seed, monkeypatch):
-    # windows of 4 minibatches (8 blocks of 512 rows) out of 54,000 rows: far from a full shuffle
+    # windows of 4 minibatches (16 blocks of 256 rows) out of 54,000 rows: far from a full shuffle
     monkeypatch.setattr(blocks, "WINDOW_BYTES", 4 * 1024 * (48 + 64 + 1) * 4)
     A, Y = _planted(60_000, seed)
     rng = np.random.default_rng(seed)

@@ -74,6 +74,17 @@ def closed_form_seconds(cache: Path, n_train: int) -> tuple[float, int]:
     return total, count
 
 
+def print_table(study) -> None:
+    """Table 1 (every row) and each map's held-out fit cosine, one line per row."""
+    from xnetmap.study.table import table1_rows
+
+    cos = {study.mapping(p.source, p.target): p.fit_cosine for p in study.pairs}
+    for r in table1_rows(study):
+        c = cos.get(r.mapping)
+        fit = f"  fit cosine {c:.5f}" if c is not None else ""
+        print("  " + " | ".join(r.cells()) + fit)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--solver", default="gd")
@@ -105,8 +116,8 @@ def main(argv=None) -> int:
         print(f"demo, cold ({len(models)} models, solver {args.solver}, init "
               f"{args.init or 'default'}): {t_demo:.1f} s; from the first map fit to the end "
               f"{t_pairs:.1f} s ({len(fits)} maps)", flush=True)
-        tab = outcome.study
-        print(f"  study: {type(tab).__name__}; seconds by phase {outcome.seconds}")
+        print_table(outcome.study)
+        print(f"  seconds by phase (run_study): {outcome.seconds}", flush=True)
         imgs = []
         for path in (train, val):
             x = np.asarray(read_idx(path, mmap=False), np.float32) / 255.0

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .rows import contiguous_views
+from .rows import contiguous_views, gather_sorted
 
-#: Training rows per contiguous block read (about 1 MB per side at 512 features).
-BLOCK_ROWS = 512
+#: Training rows per contiguous block read (its copy stays in L2 on the way to the window).
+BLOCK_ROWS = 256
 #: Bytes of one window (source + target rows); two windows are held at a time.
 WINDOW_BYTES = 192 << 20
 
@@ -121,23 +121,13 @@ class BlockBatches:
 
 
 def _read(M: Any, idx: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted, close together) of ``M`` via contiguous views of their range."""
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    """Rows ``idx`` (sorted, close together) of ``M`` into ``tmp`` (a cache-sized buffer)."""
     out = tmp[: len(idx)]
-    if hi - lo == len(idx):  # no gap: one contiguous copy
-        pos = 0
-        for v in contiguous_views(M, lo, hi):
-            out[pos : pos + len(v)] = v
-            pos += len(v)
-        return out
-    pos, start = 0, lo
-    for v in contiguous_views(M, lo, hi):
-        stop = start + len(v)
-        k = int(np.searchsorted(idx, stop))
-        sel = idx[pos:k] - start
-        if v.dtype == np.float32:
-            np.take(v, sel, axis=0, out=out[pos:k], mode="clip")
-        else:  # float16 stores: cast while copying
-            out[pos:k] = v[sel]
-        pos, start = k, stop
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    if hi - lo != len(idx):
+        return gather_sorted(M, idx, out)
+    pos = 0
+    for v in contiguous_views(M, lo, hi):  # no gap: plain copies
+        out[pos : pos + len(v)] = v
+        pos += len(v)
     return out

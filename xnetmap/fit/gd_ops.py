@@ -44,8 +44,8 @@ RESIDENT_SHARE = 0.6
 #: and shuffled by a full permutation; larger data are read by contiguous blocks.
 LOAD_BYTES = 256 << 20
 SHUFFLES = ("auto", "full", "block")
-#: Bytes of one (rows, d_out) operand of the host loss kernel per call (about half of L2).
-CHUNK_BYTES = 512 << 10
+#: Bytes of one (rows, d_out) operand per call of the host loss kernel (best measured here).
+CHUNK_BYTES = 1 << 20
 
 
 class HostOps:

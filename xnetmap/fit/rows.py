@@ -33,7 +33,9 @@ def as_rows(A: Any, name: str) -> Any:
 def take_into(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Rows ``idx`` (sorted, int64) of ``A`` into ``out[:len(idx)]`` as float32."""
     dst = out[: len(idx)]
-    if hasattr(A, "take_rows"):
+    if len(idx) and (hasattr(A, "views") or isinstance(A, np.memmap)):
+        gather_sorted(A, idx, dst)
+    elif hasattr(A, "take_rows"):
         dst[...] = A.take_rows(idx)
     elif A.dtype == np.float32 and isinstance(A, np.ndarray) and not isinstance(A, np.memmap):
         # mode="clip": with the default "raise", numpy buffers ``out`` (an extra copy);
@@ -66,7 +68,7 @@ def iter_chunks(A: Any, rows: np.ndarray,
             blk = np.asarray(views[0], np.float32) if len(views) == 1 else \
                 np.concatenate(views).astype(np.float32, copy=False)
         elif hasattr(A, "views") or isinstance(A, np.memmap):
-            blk = _gather_sorted(A, idx)
+            blk = gather_sorted(A, idx, np.empty((len(idx), A.shape[1]), np.float32))
         elif hasattr(A, "take_rows"):
             blk = np.asarray(A.take_rows(idx), np.float32)
         else:
@@ -74,9 +76,11 @@ def iter_chunks(A: Any, rows: np.ndarray,
         yield idx, blk
 
 
-def _gather_sorted(A: Any, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted) of a memmap or store: one ``take`` per view of their range."""
-    out = np.empty((len(idx), A.shape[1]), np.float32)
+def gather_sorted(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted, non-empty) of a memmap or store into ``out`` (float32).
+
+    One ``take`` per view of their range: no per-row Python, no index sort.
+    """
     pos, start = 0, int(idx[0])
     for v in contiguous_views(A, start, int(idx[-1]) + 1):
         stop = start + len(v)
