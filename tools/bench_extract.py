@@ -168,11 +168,11 @@ def run_case(name, model, dataset_spec, work, *, batch_size, workers, threads, p
     median round is reported with the best time of each phase.
     """
     from xnetmap.data import open_dataset
-    from xnetmap.extract import extract_features, make_session
+    from xnetmap.extract import extract_features
     from xnetmap.extract.extract import _bad_types, _loader, _resolve_preprocess
     from xnetmap.extract.fastpath import array_batch_preparer
     from xnetmap.extract.pipeline import prepared_batches
-    from xnetmap.runtime import Runner
+    from xnetmap.runtime import Runner, make_session
 
     (work / "split").mkdir(parents=True, exist_ok=True)
     fmodel = _features_model(model, work)
