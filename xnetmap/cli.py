@@ -474,7 +474,7 @@ def fit_cmd(
         0.1, "--lr", help="gd step, dimensionless (times the curvature step ||y||^2/2).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the held-out split and batch order."),
-    init: str = typer.Option("zero", "--init", help="gd start: zero or lstsq."),
+    init: str = typer.Option("lstsq", "--init", help="gd start: lstsq or zero."),
     calibrate: str = typer.Option(
         "scalar", "--calibrate",
         help="Output length: scalar (global least-squares scale, default), norm or none.",

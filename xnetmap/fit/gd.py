@@ -24,7 +24,10 @@ the GPU. The step size and the held-out loss are computed the same way, in the
 same precision (float64 sums), on both devices.
 
 Minibatches are drawn without replacement from a seeded permutation (rows of
-a store are often ordered by class, so contiguous batches would be biased); the
+a store are often ordered by class, so contiguous batches would be biased);
+data on disk too large to load are instead read by contiguous blocks shuffled
+within a read-ahead window (:mod:`.blocks`: every row once per pass, the
+minibatch gradient unbiased, rows close in the store more often together); the
 step size decays when the held-out loss stops improving and training stops
 early after ``patience`` evaluations without improvement; the best held-out
 parameters are kept.
@@ -59,6 +62,7 @@ class GDConfig:
     eps: float = EPS
     whiten_ridge: float = 1e-4
     eval_init: bool = False  # evaluate the initial map and keep it if nothing beats it
+    shuffle: str = "auto"  # "full" permutation, "block" windows (out-of-core), or "auto"
     profile: bool = False  # time the two GEMMs inside the loop (synchronous devices only)
 
 
@@ -114,15 +118,15 @@ def holdout_loss(ops: Any, xp: Any, rows: np.ndarray, W: Any, b: Any, P_buf: Any
     return 2.0 - 2.0 * float(total) / len(rows)
 
 
-def _train_pass(ops: Any, xp: Any, prm: _Params, perm: np.ndarray, lr: float, mu: Any,
+def _train_pass(ops: Any, xp: Any, prm: _Params, batches: Any, lr: float, mu: Any,
                 P_buf: Any, lr_dev: Any) -> tuple[Any, float]:
-    """One pass over ``perm`` in minibatches; returns the device loss sum and GEMM seconds.
+    """One pass over ``batches``; returns the device loss sum and GEMM seconds.
 
     Nothing here reads a device value back to the host: every step only launches work.
     """
     loss_sum = xp.zeros((), np.float64)
     gemm_s = 0.0
-    for A, T, aux in ops.batches(perm, P_buf.shape[0]):
+    for A, T, aux in batches:
         n = A.shape[0]
         P = P_buf[:n]
         tg = time.perf_counter()
@@ -174,7 +178,7 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     device = HostDevice() if device is None else device
     xp = device.xp
     B = int(min(cfg.batch_size, len(train)))
-    ops = make_ops(device, X, Y, train, B, cfg.eps)
+    ops = make_ops(device, X, Y, train, B, cfg.eps, cfg.shuffle)
     prm = _Params(device, W0, b0, mean_x, whitening(cov_xx, cfg.whiten_ridge))
     P_buf = xp.empty((B, Y.shape[1]), np.float32)
     cos_buf = xp.empty(B, np.float64)
@@ -193,13 +197,13 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     best_epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        perm = rng.permutation(train)
-        loss_sum, gemm_s = _train_pass(ops, xp, prm, perm, lr, mu, P_buf, lr_dev)
+        batches = ops.epoch_batches(train, rng, B)
+        loss_sum, gemm_s = _train_pass(ops, xp, prm, batches, lr, mu, P_buf, lr_dev)
         W_h, b_h = _to_host(device, prm.W), _to_host(device, prm.b)  # the per-epoch sync
         train_time = time.perf_counter() - t0
         hold_loss = holdout_loss(ops, xp, hold, prm.W, prm.b, P_buf, cos_buf) if len(hold) \
             else np.nan
-        rec = {"epoch": epoch, "train_loss": float(loss_sum) / len(perm),
+        rec = {"epoch": epoch, "train_loss": float(loss_sum) / len(train),
                "holdout_loss": float(hold_loss), "lr": lr, "epoch_seconds": train_time,
                "seconds": time.perf_counter() - t0}
         if profile:

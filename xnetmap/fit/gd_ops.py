@@ -3,8 +3,9 @@
 :func:`xnetmap.fit.gd.fit_gd` is written once against this small interface and
 never asks which device it runs on:
 
-* ``batches(rows, size)`` yields ``(A, T, aux)``: source and target rows of one
-  minibatch as device arrays (``aux`` is handed back to ``loss_grad``);
+* ``epoch_batches(train, rng, size)`` yields the ``(A, T, aux)`` minibatches of
+  one training pass (``aux`` is handed back to ``loss_grad``); ``batches(rows,
+  size)`` the same for ``rows`` in order (evaluation);
 * ``loss_grad(P, T, aux, scale)`` overwrites the predictions ``P`` with the
   scaled gradient and returns the per-row loss and ``||p||^2`` (device arrays);
 * ``nesterov(g, lr, mu, p, v)`` updates ``p`` and ``v`` in place (``lr`` a
@@ -12,7 +13,8 @@ never asks which device it runs on:
 * ``row_cosine(P, T, out)`` fills ``out`` with the float64 cosine per row.
 
 :class:`HostOps` runs the NumPy twins on host memory (arrays, memmaps, feature
-stores); :class:`DeviceOps` runs the CUDA kernels of :mod:`.kernels` and
+stores; data on disk larger than ``LOAD_BYTES`` are read by contiguous blocks,
+see :mod:`.blocks`); :class:`DeviceOps` runs the CUDA kernels of :mod:`.kernels` and
 :mod:`.optim`, compiled by a device object of :mod:`xnetmap.backend`, with the
 data copied to the device when they fit in its memory (otherwise each minibatch
 is gathered on the host and copied in).
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import BlockBatches
 from .kernels import (
     LossGradWork,
     cuda_loss_grad,
@@ -33,10 +36,16 @@ from .kernels import (
     numpy_row_cosine,
 )
 from .optim import cuda_nesterov, nesterov_step_numpy
-from .rows import iter_chunks, take_into
+from .rows import is_in_memory, iter_chunks, take_into
 
 #: Share of the device's free memory the data may take to be copied there whole.
 RESIDENT_SHARE = 0.6
+#: Memory-mapped data (source + target bytes) up to this size are read into memory once
+#: and shuffled by a full permutation; larger data are read by contiguous blocks.
+LOAD_BYTES = 256 << 20
+SHUFFLES = ("auto", "full", "block")
+#: Bytes of one (rows, d_out) operand per call of the host loss kernel (best measured here).
+CHUNK_BYTES = 1 << 20
 
 
 class HostOps:
@@ -51,27 +60,55 @@ class HostOps:
     batch : int
         Largest minibatch.
     eps : float
+    shuffle : {"auto", "full", "block"}
+        ``full``: each pass is a random permutation of ``train``; ``block``: contiguous
+        blocks shuffled within a read-ahead window (:mod:`.blocks`); ``auto``: ``block``
+        for data not in memory and larger than ``LOAD_BYTES``, else ``full`` (smaller
+        memory-mapped data are read into memory first: same rows, same answer).
     """
 
-    def __init__(self, X: Any, Y: Any, train: np.ndarray, batch: int, eps: float):
+    def __init__(self, X: Any, Y: Any, train: np.ndarray, batch: int, eps: float,
+                 shuffle: str = "auto"):
+        nbytes = X.shape[0] * (X.shape[1] + Y.shape[1]) * 4
+        in_mem = is_in_memory(X) and is_in_memory(Y)
+        self.block = shuffle == "block" or (shuffle == "auto" and not in_mem
+                                            and nbytes > LOAD_BYTES)
+        if not self.block and not in_mem and nbytes <= LOAD_BYTES:
+            X, Y = _load(X), _load(Y)
         self.X, self.Y, self.eps = X, Y, eps
         self.bufA = np.empty((batch, X.shape[1]), np.float32)
         self.bufT = np.empty((batch, Y.shape[1]), np.float32)
-        self.work = LossGradWork(batch, Y.shape[1])
+        # the per-row maths runs over cache-sized row chunks: one trip to memory, not ten
+        self.chunk = int(np.clip(CHUNK_BYTES // (4 * Y.shape[1]), 16, batch))
+        self.work = LossGradWork(self.chunk, Y.shape[1])
+        self.loss, self.psq = np.empty(batch, np.float32), np.empty(batch, np.float32)
         self.tmp: dict[tuple, np.ndarray] = {}
         # target norms never change: one pass now saves one per step
         self.t_norm = np.zeros(Y.shape[0], np.float32)
         for idx, blk in iter_chunks(Y, train):
             self.t_norm[idx] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+        self.blocks = BlockBatches(X, Y, train, self.t_norm, batch) if self.block else None
+
+    def epoch_batches(self, train: np.ndarray, rng: np.random.Generator,
+                      size: int) -> Iterator[tuple[Any, Any, Any]]:
+        if self.blocks is not None:
+            return self.blocks.epoch(rng)
+        return self.batches(rng.permutation(train), size)
 
     def batches(self, rows: np.ndarray, size: int) -> Iterator[tuple[Any, Any, Any]]:
         for s in range(0, len(rows), size):
             idx = np.sort(rows[s : s + size])  # sorted: sequential reads of memory/memmaps
-            yield take_into(self.X, idx, self.bufA), take_into(self.Y, idx, self.bufT), idx
+            yield take_into(self.X, idx, self.bufA), take_into(self.Y, idx, self.bufT), \
+                self.t_norm[idx]
 
     def loss_grad(self, P: Any, T: Any, aux: Any, scale: float) -> tuple[Any, Any]:
-        return numpy_loss_grad(P, T, self.work, scale=scale, eps=self.eps,
-                               target_norm=self.t_norm[aux])
+        n, c = P.shape[0], self.chunk
+        for s in range(0, n, c):  # rows are independent: chunking changes no bit
+            e = min(n, s + c)
+            loss, psq = numpy_loss_grad(P[s:e], T[s:e], self.work, scale=scale, eps=self.eps,
+                                        target_norm=aux[s:e])
+            self.loss[s:e], self.psq[s:e] = loss, psq
+        return self.loss[:n], self.psq[:n]
 
     def nesterov(self, g: Any, lr: Any, mu: Any, p: Any, v: Any) -> None:
         tmp = self.tmp.setdefault(p.shape, np.empty_like(p))
@@ -110,6 +147,10 @@ class DeviceOps:
             self.device.copy_in(D[idx[0] : idx[-1] + 1], np.ascontiguousarray(blk))
         return D
 
+    def epoch_batches(self, train: np.ndarray, rng: np.random.Generator,
+                      size: int) -> Iterator[tuple[Any, Any, Any]]:
+        return self.batches(rng.permutation(train), size)
+
     def batches(self, rows: np.ndarray, size: int) -> Iterator[tuple[Any, Any, Any]]:
         xp = self.xp
         if self.dX is not None:  # device-resident data: one index upload per pass
@@ -144,8 +185,16 @@ class DeviceOps:
 
 
 def make_ops(device: Any, X: Any, Y: Any, train: np.ndarray, batch: int,
-             eps: float) -> HostOps | DeviceOps:
+             eps: float, shuffle: str = "auto") -> HostOps | DeviceOps:
     """The operations for ``device`` (chosen once, here, from what the device can run)."""
     if hasattr(device, "raw_kernel"):
         return DeviceOps(device, X, Y, batch, eps)
-    return HostOps(X, Y, train, batch, eps)
+    return HostOps(X, Y, train, batch, eps, shuffle)
+
+
+def _load(M: Any) -> np.ndarray:
+    """A small memory-mapped matrix or store read into memory (float32, C order)."""
+    out = np.empty(M.shape, np.float32)
+    for idx, blk in iter_chunks(M, np.arange(M.shape[0], dtype=np.int64)):
+        out[idx[0] : idx[-1] + 1] = blk
+    return out

@@ -21,9 +21,23 @@ class StoreRows:
         self.store = store
         self.shape = (int(store.n), int(store.dim))
         self.dtype = np.dtype(np.float32)
+        self._shards = list(store.shard_arrays())  # memory maps: nothing read yet
+        self._starts = np.array([int(s["start"]) for s in store.manifest["shards"]], np.int64)
 
     def take_rows(self, idx: np.ndarray) -> np.ndarray:
         return self.store.take(idx)
+
+    def views(self, lo: int, hi: int) -> list[np.ndarray]:
+        """Rows ``[lo, hi)`` as memory-mapped views, one per shard crossed (no copy)."""
+        out, pos = [], lo
+        shards = self.store.manifest["shards"]
+        k = int(np.searchsorted(self._starts, lo, side="right") - 1)
+        while pos < hi:
+            s = shards[k]
+            stop = min(hi, int(s["stop"]))
+            out.append(self._shards[k][pos - int(s["start"]) : stop - int(s["start"])])
+            pos, k = stop, k + 1
+        return out
 
 
 def open_store(store: Any) -> Any:

@@ -24,7 +24,9 @@ def map_cache_key(src_store, tgt_store, fit_params: dict) -> str:
     Both stores' feature extractors are part of it: one model split at two cuts
     gives two different maps.
     """
-    return content_key("map/2", store_identity(src_store), store_identity(tgt_store), fit_params)
+    # every hyperparameter, defaults included: a changed default never reuses an old map
+    params = AffineMap(**fit_params).get_params()
+    return content_key("map/2", store_identity(src_store), store_identity(tgt_store), params)
 
 
 def fit_cached(src_store, tgt_store, cache, fit_params: dict) -> tuple[AffineMap, Path]:

@@ -1,0 +1,133 @@
+"""Out-of-core minibatches: contiguous block reads, shuffled within a window, read ahead.
+
+A full random permutation of the rows makes every minibatch a gather of
+scattered rows; on memory-mapped shards (data larger than memory, or simply
+not loaded) that gather, not the two GEMMs, bounds an epoch. This module reads
+instead **blocks** of consecutive training rows (``BLOCK_ROWS`` of them, a
+contiguous range of the file) and feeds the loop from a **window** of several
+blocks:
+
+* each epoch the blocks are put in a random order and grouped, in that order,
+  into windows of ``k`` minibatches' worth of rows (``k >= 2``, the window's
+  bytes about ``WINDOW_BYTES``);
+* a reader thread copies the next window's blocks into a second buffer,
+  scattering the rows to a random permutation of the window's positions, while
+  the loop trains on the current window (its minibatches are then contiguous
+  slices of the buffer: no copy in the loop);
+* memory is two windows (source, target and target norms), whatever ``n``.
+
+What this does to a minibatch's statistics: every training row is still used
+exactly once per epoch and every row is equally likely to land in any
+minibatch, so the minibatch gradient stays an unbiased estimate of the full
+gradient. What changes is the *joint* law: rows that sit within one block of
+each other in the store share a minibatch far more often than under a full
+permutation (a minibatch draws from about ``window / BLOCK_ROWS`` stretches of
+the store instead of from everywhere). When neighbouring rows are correlated
+(stores in class order) the minibatch gradient's variance grows, by at most the
+within-block correlation; the loop's plateau-driven step decay absorbs it. On
+planted data the held-out loss of the fitted map is within 1 % of the full
+permutation's (``tests/test_fit_blocks.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .rows import contiguous_views, gather_sorted
+
+#: Training rows per contiguous block read (its copy stays in L2 on the way to the window).
+BLOCK_ROWS = 256
+#: Bytes of one window (source + target rows); two windows are held at a time.
+WINDOW_BYTES = 192 << 20
+
+
+def window_rows(batch: int, d_in: int, d_out: int, n_rows: int) -> int:
+    """Rows of a window: ``k * batch`` with ``k >= 2`` and about ``WINDOW_BYTES`` bytes."""
+    k = max(2, WINDOW_BYTES // max(1, batch * (d_in + d_out + 1) * 4))
+    return int(min(k * batch, max(batch, n_rows)))
+
+
+class BlockBatches:
+    """Minibatches of ``rows`` read block by block (see the module docstring).
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d_in)
+        ndarray, memmap or row source with ``views``.
+    Y : array-like of shape (n, d_out)
+    rows : ndarray of int64
+        Sorted training rows.
+    t_norm : ndarray of shape (n,) float32
+        Target norms by row (only ``rows`` are read).
+    batch : int
+    """
+
+    def __init__(self, X: Any, Y: Any, rows: np.ndarray, t_norm: np.ndarray, batch: int):
+        self.X, self.Y, self.rows, self.batch = X, Y, rows, batch
+        self.t_norm = t_norm
+        self.window = window_rows(batch, X.shape[1], Y.shape[1], len(rows))
+        self.bounds = np.arange(0, len(rows) + BLOCK_ROWS, BLOCK_ROWS).clip(max=len(rows))
+        self.bounds = np.unique(self.bounds)
+        f32 = np.float32
+        self.buf = [(np.empty((self.window, X.shape[1]), f32),
+                     np.empty((self.window, Y.shape[1]), f32),
+                     np.empty(self.window, f32)) for _ in range(2)]
+        self.tmpA = np.empty((BLOCK_ROWS, X.shape[1]), f32)
+        self.tmpT = np.empty((BLOCK_ROWS, Y.shape[1]), f32)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[Any, Any, Any]]:
+        """Yield ``(A, T, target_norms)`` minibatches covering every row once."""
+        order = rng.permutation(len(self.bounds) - 1)
+        groups, cur, size = [], [], 0
+        for b in order:
+            n_b = int(self.bounds[b + 1] - self.bounds[b])
+            if size + n_b > self.window and cur:
+                groups.append(cur)
+                cur, size = [], 0
+            cur.append(int(b))
+            size += n_b
+        if cur:
+            groups.append(cur)
+        seeds = rng.integers(0, 2**63 - 1, size=len(groups))
+        with ThreadPoolExecutor(1, thread_name_prefix="xnetmap-blocks") as pool:
+            fut = pool.submit(self._fill, groups[0], 0, seeds[0])
+            for i in range(len(groups)):
+                n_win = fut.result()
+                if i + 1 < len(groups):
+                    fut = pool.submit(self._fill, groups[i + 1], (i + 1) % 2, seeds[i + 1])
+                A, T, tn = self.buf[i % 2]
+                for s in range(0, n_win, self.batch):
+                    e = min(n_win, s + self.batch)
+                    yield A[s:e], T[s:e], tn[s:e]
+
+    def _fill(self, blocks: list[int], slot: int, seed: int) -> int:
+        """Copy ``blocks`` into buffer ``slot`` at shuffled positions; returns the row count."""
+        A, T, tn = self.buf[slot]
+        sizes = [int(self.bounds[b + 1] - self.bounds[b]) for b in blocks]
+        dest = np.random.default_rng(seed).permutation(sum(sizes))
+        pos = 0
+        for b, n_b in zip(blocks, sizes, strict=True):
+            idx = self.rows[self.bounds[b] : self.bounds[b + 1]]
+            dst = dest[pos : pos + n_b]
+            A[dst] = _read(self.X, idx, self.tmpA)
+            T[dst] = _read(self.Y, idx, self.tmpT)
+            tn[dst] = self.t_norm[idx]
+            pos += n_b
+        return pos
+
+
+def _read(M: Any, idx: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted, close together) of ``M`` into ``tmp`` (a cache-sized buffer)."""
+    out = tmp[: len(idx)]
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    if hi - lo != len(idx):
+        return gather_sorted(M, idx, out)
+    pos = 0
+    for v in contiguous_views(M, lo, hi):  # no gap: plain copies
+        out[pos : pos + len(v)] = v
+        pos += len(v)
+    return out
