@@ -35,7 +35,7 @@ EXIT_CODES = (
 BATCH_SIZE = 128
 
 #: AffineMap's defaults for the map options of fit and run-study (a test keeps them equal).
-FIT_DEFAULTS = {"epochs": 20, "lr": 0.1, "calibrate": "scalar", "init": "zero"}
+FIT_DEFAULTS = {"epochs": 20, "lr": 0.1, "calibrate": "scalar", "init": "lstsq"}
 
 
 def _command(name: str):
