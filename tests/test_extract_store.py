@@ -67,6 +67,23 @@ def test_reader_api(setup, tmp_path):
     assert reopened.n == 300 and reopened.ids == st.ids
 
 
+def test_shards_are_verified_memory_maps_not_process_memory(setup, tmp_path):
+    """A shard is mapped (page cache, not the process's memory), hashed, and read ahead."""
+    _, model, data = setup
+    st = FeatureStore.open(
+        extract_features(model, data, tmp_path / "m", batch_size=16, shard_rows=48).path)
+    full = st.features()
+    shards = list(st.shard_arrays())
+    assert all(isinstance(a, np.memmap) and not a.flags.writeable for a in shards)
+    assert np.array_equal(np.concatenate(shards), full)
+    # read-ahead over ranges that start mid-page and cross shards: the kernel accepts them
+    for lo, hi in ((0, 300), (1, 2), (47, 49), (95, 250), (299, 300)):
+        st.advise(lo, hi)
+    fresh = FeatureStore.open(st.path)
+    fresh.advise(0, 300)  # nothing mapped yet: nothing to advise, no error
+    assert np.array_equal(fresh.take([5, 120]), full[[5, 120]])
+
+
 def test_complete_store_reused_at_once(setup, tmp_path):
     _, model, data = setup
     first = extract_features(model, data, tmp_path / "s", batch_size=32, shard_rows=64)

@@ -97,8 +97,8 @@ def test_a_hidden_sync_per_step_fails_the_check(monkeypatch):
     seen = []
     orig = gd_ops.DeviceOps.loss_grad
 
-    def leaky(self, P, T, aux, scale):
-        loss, psq = orig(self, P, T, aux, scale)
+    def leaky(self, P, b, T, aux, scale, colsum):
+        loss, psq = orig(self, P, b, T, aux, scale, colsum)
         seen.append(float(loss.sum()))  # the kind of line that stalls a GPU every step
         return loss, psq
 

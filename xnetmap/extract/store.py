@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,9 +92,13 @@ def read_manifest(path: str | os.PathLike) -> dict | None:
 class FeatureStore:
     """A complete feature store opened for reading.
 
-    Each shard is read once, when first needed, and its sha256 is computed on the
-    bytes as they are read: a changed or truncated shard is an :class:`InputError`
-    (exit 2) naming it, never features used silently. Read shards stay in memory.
+    Each shard is memory-mapped once, when first needed, and its sha256 is computed
+    over the mapped bytes before any row is used: a changed or truncated shard is an
+    :class:`InputError` (exit 2) naming it, never features used silently. The array
+    is a view of that same mapping (the bytes that were hashed), so a store larger
+    than memory costs page cache, not process memory. (xnetmap replaces files by
+    rename, which leaves an open mapping on the old bytes; a file rewritten in place
+    by another program while a store is open is not detected.)
 
     Attributes
     ----------
@@ -124,6 +129,8 @@ class FeatureStore:
         self._shards = manifest["shards"]
         self._starts = np.array([s["start"] for s in self._shards], dtype=np.int64)
         self._mm: dict[int, np.ndarray] = {}
+        self._maps: dict[int, mmap.mmap] = {}
+        self._offsets: dict[int, int] = {}
         self._ids: list[str] | None = None
         self.run: dict = {}
         self.labels = None
@@ -200,9 +207,25 @@ class FeatureStore:
             self._mm[k] = arr
         return arr
 
+    def advise(self, start: int, stop: int) -> None:
+        """Ask the kernel to read rows ``[start, stop)`` of the opened shards ahead
+        (``madvise(MADV_WILLNEED)``; asynchronous, costs no copy; a no-op elsewhere)."""
+        if not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        k = int(np.searchsorted(self._starts, start, side="right") - 1)
+        while k < len(self._shards) and start < stop:
+            s, arr = self._shards[k], self._mm.get(k)
+            hi = min(stop, int(s["stop"]))
+            mm = self._maps.get(k)
+            if mm is not None and arr is not None:
+                row = self.dim * arr.dtype.itemsize
+                off = self._offsets[k] + (start - int(s["start"])) * row
+                page = off - off % mmap.PAGESIZE
+                mm.madvise(mmap.MADV_WILLNEED, page, off - page + (hi - start) * row)
+            start, k = hi, k + 1
+
     def _read_verified(self, k: int) -> np.ndarray:
-        """Shard ``k`` read into memory once, its sha256 computed on the bytes as they are
-        read (no second pass over the disk), checked against the manifest.
+        """Shard ``k`` memory-mapped, its sha256 computed over the mapping and checked.
 
         Raises
         ------
@@ -212,16 +235,16 @@ class FeatureStore:
         s = self._shards[k]
         p = self.path / s["file"]
         rows = int(s["stop"]) - int(s["start"])
-        h = hashlib.sha256()
         try:
             with open(p, "rb") as fh:
-                arr = _read_npy_hashed(fh, h, (rows, self.dim))
+                arr, mm, offset, digest = _map_npy_hashed(fh, (rows, self.dim))
         except _Truncated as err:
             raise InputError(self._damaged(s, f"is truncated ({err})")) from None
         except (OSError, ValueError) as err:
             raise InputError(self._damaged(s, f"cannot be read ({err})")) from None
-        if h.hexdigest() != s["sha256"]:
+        if digest != s["sha256"]:
             raise InputError(self._damaged(s, "fails its sha256 check (its bytes changed)"))
+        self._maps[k], self._offsets[k] = mm, offset
         return arr
 
     def _damaged(self, s: dict, what: str) -> str:
@@ -310,8 +333,16 @@ class _Truncated(ValueError):
 _CHUNK = 8 << 20
 
 
-def _read_npy_hashed(fh, h, shape: tuple[int, int]) -> np.ndarray:
-    """Read a C-order float ``.npy`` of ``shape`` from ``fh``, feeding every byte to ``h``."""
+def _map_npy_hashed(fh, shape: tuple[int, int]) -> tuple[np.ndarray, mmap.mmap, int, str]:
+    """Map a C-order float ``.npy`` of ``shape`` read-only.
+
+    Returns the array (an ``np.memmap`` view), the mapping, the data's byte offset
+    in it and the file's sha256.
+
+    The digest is computed over the mapping itself, so the array holds exactly the
+    bytes that were hashed. Hand-written because ``np.load(mmap_mode="r")`` maps
+    the file a second time, after the hash, by name.
+    """
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         got, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -322,18 +353,15 @@ def _read_npy_hashed(fh, h, shape: tuple[int, int]) -> np.ndarray:
     if tuple(got) != tuple(shape) or fortran or dtype not in (np.float32, np.float16):
         raise ValueError(f"holds {dtype} {tuple(got)}, expected float {tuple(shape)}")
     header = fh.tell()
-    fh.seek(0)
-    h.update(fh.read(header))
-    arr = np.empty(shape, dtype=dtype)
-    view = memoryview(arr.reshape(-1).view(np.uint8))
-    pos = 0
-    while pos < len(view):
-        n = fh.readinto(view[pos : pos + _CHUNK])
-        if not n:
-            raise _Truncated(f"{pos:,} of {len(view):,} data bytes")
-        h.update(view[pos : pos + n])
-        pos += n
-    for rest in iter(lambda: fh.read(_CHUNK), b""):
-        h.update(rest)  # trailing bytes: the digest no longer matches
-    arr.flags.writeable = False
-    return arr
+    need = header + int(np.prod(shape)) * dtype.itemsize
+    size = os.fstat(fh.fileno()).st_size
+    if size < need:
+        raise _Truncated(f"{max(0, size - header):,} of {need - header:,} data bytes")
+    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    h = hashlib.sha256()
+    view = memoryview(mm)
+    for pos in range(0, size, _CHUNK):
+        h.update(view[pos : pos + _CHUNK])  # trailing bytes too: the digest then differs
+    arr = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=header)
+    view.release()
+    return arr.reshape(shape).view(np.memmap), mm, header, h.hexdigest()

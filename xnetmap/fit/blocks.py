@@ -10,11 +10,15 @@ blocks:
 * each epoch the blocks are put in a random order and grouped, in that order,
   into windows of ``k`` minibatches' worth of rows (``k >= 2``, the window's
   bytes about ``WINDOW_BYTES``);
-* a reader thread copies the next window's blocks into a second buffer,
-  scattering the rows to a random permutation of the window's positions, while
-  the loop trains on the current window (its minibatches are then contiguous
-  slices of the buffer: no copy in the loop);
-* memory is two windows (source, target and target norms), whatever ``n``.
+* a window is filled by copying its blocks straight from the memory maps to a
+  random permutation of the window's positions, and the loop then trains on it
+  (its minibatches are contiguous slices of the buffer: no copy in the loop);
+* before a window is filled, the kernel is asked to read the *next* window's
+  blocks ahead (``madvise(MADV_WILLNEED)`` through the store's ``advise``), so
+  data not yet in the page cache arrive while this window trains. The copy
+  itself runs in the loop's thread: on a machine with as many BLAS threads as
+  cores, a copying thread beside the GEMMs slows them by more than the copy costs;
+* memory is one window (source, target and target norms), whatever ``n``.
 
 What this does to a minibatch's statistics: every training row is still used
 exactly once per epoch and every row is equally likely to land in any
@@ -32,7 +36,6 @@ permutation's (``tests/test_fit_blocks.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,7 @@ from .rows import contiguous_views, gather_sorted
 
 #: Training rows per contiguous block read (its copy stays in L2 on the way to the window).
 BLOCK_ROWS = 256
-#: Bytes of one window (source + target rows); two windows are held at a time.
+#: Bytes of the window (source + target rows).
 WINDOW_BYTES = 192 << 20
 
 
@@ -73,9 +76,8 @@ class BlockBatches:
         self.bounds = np.arange(0, len(rows) + BLOCK_ROWS, BLOCK_ROWS).clip(max=len(rows))
         self.bounds = np.unique(self.bounds)
         f32 = np.float32
-        self.buf = [(np.empty((self.window, X.shape[1]), f32),
-                     np.empty((self.window, Y.shape[1]), f32),
-                     np.empty(self.window, f32)) for _ in range(2)]
+        self.buf = (np.empty((self.window, X.shape[1]), f32),
+                    np.empty((self.window, Y.shape[1]), f32), np.empty(self.window, f32))
         self.tmpA = np.empty((BLOCK_ROWS, X.shape[1]), f32)
         self.tmpT = np.empty((BLOCK_ROWS, Y.shape[1]), f32)
 
@@ -93,41 +95,50 @@ class BlockBatches:
         if cur:
             groups.append(cur)
         seeds = rng.integers(0, 2**63 - 1, size=len(groups))
-        with ThreadPoolExecutor(1, thread_name_prefix="xnetmap-blocks") as pool:
-            fut = pool.submit(self._fill, groups[0], 0, seeds[0])
-            for i in range(len(groups)):
-                n_win = fut.result()
-                if i + 1 < len(groups):
-                    fut = pool.submit(self._fill, groups[i + 1], (i + 1) % 2, seeds[i + 1])
-                A, T, tn = self.buf[i % 2]
-                for s in range(0, n_win, self.batch):
-                    e = min(n_win, s + self.batch)
-                    yield A[s:e], T[s:e], tn[s:e]
+        A, T, tn = self.buf
+        for i, group in enumerate(groups):
+            if i + 1 < len(groups):
+                self._advise(groups[i + 1])
+            n_win = self._fill(group, seeds[i])
+            for s in range(0, n_win, self.batch):
+                e = min(n_win, s + self.batch)
+                yield A[s:e], T[s:e], tn[s:e]
 
-    def _fill(self, blocks: list[int], slot: int, seed: int) -> int:
-        """Copy ``blocks`` into buffer ``slot`` at shuffled positions; returns the row count."""
-        A, T, tn = self.buf[slot]
+    def _advise(self, blocks: list[int]) -> None:
+        """Ask the kernel to read ``blocks`` ahead (sources without ``advise``: nothing)."""
+        for M in (self.X, self.Y):
+            advise = getattr(M, "advise", None)
+            if advise is None:
+                continue
+            for b in blocks:
+                idx = self.rows[self.bounds[b] : self.bounds[b + 1]]
+                advise(int(idx[0]), int(idx[-1]) + 1)
+
+    def _fill(self, blocks: list[int], seed: int) -> int:
+        """Copy ``blocks`` into the window at shuffled positions; returns the row count."""
+        A, T, tn = self.buf
         sizes = [int(self.bounds[b + 1] - self.bounds[b]) for b in blocks]
         dest = np.random.default_rng(seed).permutation(sum(sizes))
         pos = 0
         for b, n_b in zip(blocks, sizes, strict=True):
             idx = self.rows[self.bounds[b] : self.bounds[b + 1]]
             dst = dest[pos : pos + n_b]
-            A[dst] = _read(self.X, idx, self.tmpA)
-            T[dst] = _read(self.Y, idx, self.tmpT)
+            _copy_rows(self.X, idx, A, dst, self.tmpA)
+            _copy_rows(self.Y, idx, T, dst, self.tmpT)
             tn[dst] = self.t_norm[idx]
             pos += n_b
         return pos
 
 
-def _read(M: Any, idx: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted, close together) of ``M`` into ``tmp`` (a cache-sized buffer)."""
-    out = tmp[: len(idx)]
+def _copy_rows(M: Any, idx: np.ndarray, out: np.ndarray, dst: np.ndarray,
+               tmp: np.ndarray) -> None:
+    """``out[dst] = M[idx]`` for sorted, close-together ``idx``: one copy when they are
+    contiguous (straight from the memory map), else a gather through ``tmp``."""
     lo, hi = int(idx[0]), int(idx[-1]) + 1
     if hi - lo != len(idx):
-        return gather_sorted(M, idx, out)
+        out[dst] = gather_sorted(M, idx, tmp[: len(idx)])
+        return
     pos = 0
-    for v in contiguous_views(M, lo, hi):  # no gap: plain copies
-        out[pos : pos + len(v)] = v
+    for v in contiguous_views(M, lo, hi):
+        out[dst[pos : pos + len(v)]] = v
         pos += len(v)
-    return out

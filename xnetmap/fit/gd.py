@@ -14,7 +14,7 @@ Speed comes from three choices, the same on CPU and GPU:
   ``lr / mean(2/||y||^2)`` over the batch (``lr`` is dimensionless; 1 would jump
   to the minibatch's own Gauss-Newton solution).
 * **Fused per-row maths and preallocated buffers**: per step the loop calls
-  two GEMMs into ``out=`` buffers, the fused loss/gradient kernel, a column sum
+  two GEMMs into ``out=`` buffers, the fused bias/loss/gradient/column-sum pass
   and the in-place optimiser, and only synchronises once per epoch (evaluation).
 
 The loop is written once, against a device object from :mod:`xnetmap.backend`
@@ -132,13 +132,11 @@ def _train_pass(ops: Any, xp: Any, prm: _Params, batches: Any, lr: float, mu: An
         tg = time.perf_counter()
         xp.matmul(A, prm.W.T, out=P)
         gemm_s += time.perf_counter() - tg
-        P += prm.b
-        loss, psq = ops.loss_grad(P, T, aux, 1.0 / n)
+        loss, psq = ops.loss_grad(P, prm.b, T, aux, 1.0 / n, prm.gc)  # P: now the gradient
         loss_sum += loss.sum(dtype=np.float64)
         tg = time.perf_counter()
         xp.matmul(P.T, A, out=prm.gW)
         gemm_s += time.perf_counter() - tg
-        xp.sum(P, axis=0, out=prm.gc)
         # centred parametrisation: d/dW of W (a - m) = G^T A - g_c m^T
         prm.gW -= prm.gc[:, None] * prm.m[None, :]
         xp.matmul(prm.gW, prm.Sinv, out=prm.gP)

@@ -6,8 +6,10 @@ never asks which device it runs on:
 * ``epoch_batches(train, rng, size)`` yields the ``(A, T, aux)`` minibatches of
   one training pass (``aux`` is handed back to ``loss_grad``); ``batches(rows,
   size)`` the same for ``rows`` in order (evaluation);
-* ``loss_grad(P, T, aux, scale)`` overwrites the predictions ``P`` with the
-  scaled gradient and returns the per-row loss and ``||p||^2`` (device arrays);
+* ``loss_grad(P, b, T, aux, scale, colsum)`` adds the bias ``b`` to the products
+  ``P = A W^T``, overwrites them with the scaled gradient, writes the gradient's
+  column sum into ``colsum`` and returns the per-row loss and ``||p||^2`` (device
+  arrays); on the host all of it is one pass over cache-sized row chunks;
 * ``nesterov(g, lr, mu, p, v)`` updates ``p`` and ``v`` in place (``lr`` a
   one-element device array, so the step size never visits the host);
 * ``row_cosine(P, T, out)`` fills ``out`` with the float64 cosine per row.
@@ -101,13 +103,18 @@ class HostOps:
             yield take_into(self.X, idx, self.bufA), take_into(self.Y, idx, self.bufT), \
                 self.t_norm[idx]
 
-    def loss_grad(self, P: Any, T: Any, aux: Any, scale: float) -> tuple[Any, Any]:
+    def loss_grad(self, P: Any, b: Any, T: Any, aux: Any, scale: float,
+                  colsum: Any) -> tuple[Any, Any]:
         n, c = P.shape[0], self.chunk
-        for s in range(0, n, c):  # rows are independent: chunking changes no bit
+        colsum[...] = 0.0
+        for s in range(0, n, c):  # rows are independent: chunking changes no bit of P
             e = min(n, s + c)
-            loss, psq = numpy_loss_grad(P[s:e], T[s:e], self.work, scale=scale, eps=self.eps,
+            Pc = P[s:e]
+            Pc += b  # while the chunk is in cache: one trip to memory, not three
+            loss, psq = numpy_loss_grad(Pc, T[s:e], self.work, scale=scale, eps=self.eps,
                                         target_norm=aux[s:e])
             self.loss[s:e], self.psq[s:e] = loss, psq
+            colsum += Pc.sum(axis=0)
         return self.loss[:n], self.psq[:n]
 
     def nesterov(self, g: Any, lr: Any, mu: Any, p: Any, v: Any) -> None:
@@ -171,10 +178,13 @@ class DeviceOps:
             self.device.copy_in(T, take_into(self.Y, idx, self.bufT))
             yield A, T, None
 
-    def loss_grad(self, P: Any, T: Any, aux: Any, scale: float) -> tuple[Any, Any]:
+    def loss_grad(self, P: Any, b: Any, T: Any, aux: Any, scale: float,
+                  colsum: Any) -> tuple[Any, Any]:
         n = P.shape[0]
         loss, psq = self.dloss[:n], self.dpsq[:n]
+        P += b
         self._loss_grad(P, T, loss, psq, scale, self.eps)
+        self.xp.sum(P, axis=0, out=colsum)
         return loss, psq
 
     def nesterov(self, g: Any, lr: Any, mu: Any, p: Any, v: Any) -> None:

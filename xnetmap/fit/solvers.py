@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .rows import iter_pairs
+from .rows import CHUNK, iter_pairs
+
+#: Bytes of one chunk's float64 copies (source + target) while moments accumulate.
+MOMENT_CHUNK_BYTES = 64 << 20
 
 
 @dataclass
@@ -56,7 +59,9 @@ def accumulate_moments(X: Any, Y: Any, rows: np.ndarray, *, cross: bool = True) 
     sx, sy = np.zeros(d_in), np.zeros(d_out)
     shift_x = shift_y = None
     n = 0
-    for _, a, y in iter_pairs(X, Y, rows):
+    # float64 copies of a chunk cost 8 bytes a value: keep them near MOMENT_CHUNK_BYTES
+    chunk = int(np.clip(MOMENT_CHUNK_BYTES // (8 * (d_in + d_out)), 256, CHUNK))
+    for _, a, y in iter_pairs(X, Y, rows, chunk):
         a64 = a.astype(np.float64)
         y64 = y.astype(np.float64)
         if shift_x is None:
