@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 
 from xnetmap.data import PreprocessSpec, open_dataset
 from xnetmap.extract.fastpath import array_batch_preparer
-from xnetmap.extract.pipeline import prepared_batches
+from xnetmap.extract.pipeline import PreparedBatch, prepared_batches
 
 
 class Unreadable(Exception):
@@ -116,3 +118,23 @@ def test_fast_path_declines_resize_and_luma(tmp_path):
     assert array_batch_preparer(ds, PreprocessSpec(size=(10, 12))) is None
     assert array_batch_preparer(ds, PreprocessSpec(size=(20, 24), colour="L", mean=(0,),
                                                    std=(1,))) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_image_decoders_run_at_lowest_priority_array_path_does_not():
+    seen: list[tuple[str, int]] = []
+
+    def load(i):
+        seen.append(("image", os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return np.zeros(3, np.float32)
+
+    def prepare(idx):
+        seen.append(("array", os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return PreparedBatch(idx, np.zeros((len(idx), 3), np.float32), np.ones(len(idx), bool))
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    list(prepared_batches(load, [np.arange(4), np.arange(4, 8)], workers=2))
+    list(prepared_batches(None, [np.arange(4)], workers=2, prepare=prepare))
+    assert {p for k, p in seen if k == "image"} == {19}
+    assert {p for k, p in seen if k == "array"} == {base}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling thread is untouched

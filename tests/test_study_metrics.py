@@ -145,3 +145,16 @@ def test_mcnemar_chi_square_textbook():
     assert r.statistic == pytest.approx(stat)  # 16.818
     assert r.p_value == pytest.approx(2 * (1 - NormalDist().cdf(math.sqrt(stat))), rel=1e-6)
     assert 3e-5 < r.p_value < 6e-5
+
+
+def test_bootstrap_matches_explicit_index_resampling():
+    """The multinomial shortcut has the law of resampling indices: same quantiles (MC error)."""
+    rng = np.random.default_rng(7)
+    a, b = _paired_vectors(300, 0.75, 0.7, rng)
+    lo, hi = metrics.bootstrap_loss_ci(a, b, n_boot=20_000, seed=1)
+    d = a.astype(np.int8) - b.astype(np.int8)
+    idx = np.random.default_rng(2).integers(0, len(d), size=(20_000, len(d)))
+    ref = d[idx].mean(axis=1) * 100.0
+    ref_lo, ref_hi = np.quantile(ref, [0.025, 0.975])
+    step = 100.0 / len(d)  # the statistic moves on a grid of 1/n points
+    assert abs(lo - ref_lo) <= 2 * step and abs(hi - ref_hi) <= 2 * step

@@ -11,6 +11,7 @@ in submission order, whatever order the workers finish in.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -118,7 +119,10 @@ def prepared_batches(
     depth = max(1, prefetch if prefetch is not None else 2 * workers)
     pending: collections.deque = collections.deque()
     it = iter(batches)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnetmap-decode")
+    # image decoders yield the CPU to inference (see _yield_to_inference); the vectorised
+    # array path is too short per batch to be worth a priority change
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnetmap-decode",
+                              initializer=None if prepare is not None else _yield_to_inference)
     try:
         exhausted = False
         while True:
@@ -145,6 +149,20 @@ def prepared_batches(
             for fut in futs:
                 fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _yield_to_inference() -> None:
+    """Run this decode thread at the lowest CPU priority (Linux: per-thread nice 19).
+
+    When decoders and onnxruntime's threads want more cores than there are, a
+    decoder that preempts an inference thread stalls all of them at the next
+    parallel barrier; at nice 19 decoders take only the CPU that inference leaves,
+    and the whole CPU when inference waits for them. Elsewhere: a no-op.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 class _SharedBatch:

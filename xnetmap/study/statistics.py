@@ -157,7 +157,7 @@ def bootstrap_loss_ci(
 
     Each replicate draws one set of sample indices with replacement and uses it
     for both correctness vectors, so the pairing (same image, two classifiers'
-    inputs) is kept. Replicates are drawn in blocks to bound memory.
+    inputs) is kept.
 
     Parameters
     ----------
@@ -182,15 +182,15 @@ def bootstrap_loss_ci(
     n = a.size
     if n == 0:
         return float("nan"), float("nan")
-    # per-sample difference in {-1, 0, 1}; a replicate's loss is the mean over resampled indices
+    # per-sample difference in {-1, 0, 1}; a replicate's loss is the mean over n indices
+    # drawn with replacement, so it depends only on how many draws land on a +1 and on a
+    # -1 sample: one multinomial draw per replicate has exactly that law (O(n_boot), not
+    # O(n_boot * n) index draws)
     d = a.astype(np.int8) - b.astype(np.int8)
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_boot, 4_000_000 // n))
-    stats = np.empty(n_boot, dtype=np.float64)
-    for s in range(0, n_boot, block):
-        m = min(block, n_boot - s)
-        idx = rng.integers(0, n, size=(m, n))
-        stats[s : s + m] = d[idx].sum(axis=1, dtype=np.int64) * (100.0 / n)
+    counts = np.array([np.sum(d == 1), np.sum(d == -1), 0], dtype=np.int64)
+    counts[2] = n - counts[0] - counts[1]
+    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_boot)
+    stats = (draws[:, 0] - draws[:, 1]) * (100.0 / n)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
