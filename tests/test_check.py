@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from cli_run import run_cli
-from onnx import numpy_helper
 from zoo_data import MODELS, fashion, write_npz
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import make_check_models  # noqa: E402  (the README's own candidates, one definition)
 
 REF = MODELS / "resnet_v2.onnx"
 OTHER = MODELS / "inception.onnx"
@@ -33,68 +35,15 @@ def data(tmp_path_factory):
     }
 
 
-def _final_gemm(model: onnx.ModelProto):
-    """The last Gemm/MatMul weight initializer and its bias (the classifier layer)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in reversed(model.graph.node):
-        if node.op_type == "Gemm":
-            return node, inits[node.input[1]], inits.get(node.input[2])
-    raise AssertionError("no Gemm in the model")
-
-
 @pytest.fixture(scope="module")
 def swapped(data):
     """The reference with classifier rows 0 and 6 swapped (T-shirt and Shirt change places)."""
-    model = onnx.load(str(REF))
-    node, w, b = _final_gemm(model)
-    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    W = numpy_helper.to_array(w).copy()
-    if trans_b:
-        W[[0, 6]] = W[[6, 0]]
-    else:
-        W[:, [0, 6]] = W[:, [6, 0]]
-    w.CopyFrom(numpy_helper.from_array(W, w.name))
-    if b is not None:
-        B = numpy_helper.to_array(b).copy()
-        B[[0, 6]] = B[[6, 0]]
-        b.CopyFrom(numpy_helper.from_array(B, b.name))
-    path = data["root"] / "swapped.onnx"
-    onnx.save(model, str(path))
-    return path
+    return make_check_models.swap_classes(REF, data["root"] / "swapped.onnx")
 
 
 def _to_fp16(src, dst):
     """A float16 conversion as converters do it: fp16 weights and compute, float32 I/O."""
-    model = onnx.load(str(src))
-    g = model.graph
-    for t in g.initializer:
-        if t.data_type == onnx.TensorProto.FLOAT:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(
-                        numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
-        for a in node.attribute:
-            if node.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT:
-                a.i = onnx.TensorProto.FLOAT16
-    inp, out = g.input[0].name, [o.name for o in g.output]
-    for node in g.node:
-        node.input[:] = [f"{inp}_fp16" if x == inp else x for x in node.input]
-        node.output[:] = [f"{x}_fp16" if x in out else x for x in node.output]
-    for node in g.node:
-        node.input[:] = [f"{x}_fp16" if x in out else x for x in node.input]
-    casts_in = [onnx.helper.make_node("Cast", [inp], [f"{inp}_fp16"], to=onnx.TensorProto.FLOAT16)]
-    casts_out = [onnx.helper.make_node("Cast", [f"{o}_fp16"], [o], to=onnx.TensorProto.FLOAT)
-                 for o in out]
-    nodes = casts_in + list(g.node) + casts_out
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.value_info[:]
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dst))
-    return dst
+    return make_check_models.to_fp16(src, dst)
 
 
 def test_model_against_itself_passes(data):
