@@ -78,8 +78,9 @@ class HostOps:
         if not self.block and not in_mem and nbytes <= LOAD_BYTES:
             X, Y = _load(X), _load(Y)
         self.X, self.Y, self.eps = X, Y, eps
-        self.bufA = np.empty((batch, X.shape[1]), np.float32)
-        self.bufT = np.empty((batch, Y.shape[1]), np.float32)
+        if not self.block:
+            self.bufA = np.empty((batch, X.shape[1]), np.float32)
+            self.bufT = np.empty((batch, Y.shape[1]), np.float32)
         # the per-row maths runs over cache-sized row chunks: one trip to memory, not ten
         self.chunk = int(np.clip(CHUNK_BYTES // (4 * Y.shape[1]), 16, batch))
         self.work = LossGradWork(self.chunk, Y.shape[1])
@@ -90,6 +91,8 @@ class HostOps:
         for idx, blk in iter_chunks(Y, train):
             self.t_norm[idx] = np.sqrt(np.einsum("ij,ij->i", blk, blk))
         self.blocks = BlockBatches(X, Y, train, self.t_norm, batch) if self.block else None
+        if self.blocks is not None:  # evaluation never overlaps a pass: it borrows the window
+            self.bufA, self.bufT = self.blocks.buf[0][:batch], self.blocks.buf[1][:batch]
 
     def epoch_batches(self, train: np.ndarray, rng: np.random.Generator,
                       size: int) -> Iterator[tuple[Any, Any, Any]]:

@@ -11,7 +11,8 @@ from .rows import iter_pairs
 
 
 def accumulate_metrics(X: Any, Y: Any, rows: np.ndarray, W: np.ndarray, b: np.ndarray,
-                       *, batch: int = 8192, eps: float = EPS, norm_model: Any = None) -> dict:
+                       *, batch: int | None = None, eps: float = EPS,
+                       norm_model: Any = None) -> dict:
     """Metrics of ``y = W a + b`` against the true targets over ``rows``.
 
     Parameters

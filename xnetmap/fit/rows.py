@@ -13,7 +13,16 @@ import numpy as np
 
 from ..errors import InputError
 
+#: Most rows of one chunk of a scan.
 CHUNK = 16384
+#: Bytes of one chunk's float32 rows (source + target): wide features get fewer rows per
+#: chunk, so a scan's temporaries stay bounded whatever the widths.
+CHUNK_BYTES = 32 << 20
+
+
+def chunk_rows(width: int) -> int:
+    """Rows of a scan chunk for float32 rows ``width`` wide (at most :data:`CHUNK`)."""
+    return int(np.clip(CHUNK_BYTES // (4 * max(1, width)), 256, CHUNK))
 
 
 def as_rows(A: Any, name: str) -> Any:
@@ -59,8 +68,10 @@ def is_in_memory(A: Any) -> bool:
 
 
 def iter_chunks(A: Any, rows: np.ndarray,
-                chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(row_indices, float32 block)`` for ``rows`` (sorted) in chunks."""
+                chunk: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(row_indices, float32 block)`` for ``rows`` (sorted) in chunks
+    (default: :func:`chunk_rows` of ``A``'s width)."""
+    chunk = chunk or chunk_rows(A.shape[1])
     for s in range(0, len(rows), chunk):
         idx = rows[s : s + chunk]
         if len(idx) and idx[-1] - idx[0] == len(idx) - 1:  # contiguous: views, no gather
@@ -94,8 +105,9 @@ def gather_sorted(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def iter_pairs(X: Any, Y: Any, rows: np.ndarray,
-               chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+               chunk: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(row_indices, X block, Y block)`` for ``rows`` in chunks."""
+    chunk = chunk or chunk_rows(X.shape[1] + Y.shape[1])
     for (idx, a), (_, y) in zip(iter_chunks(X, rows, chunk), iter_chunks(Y, rows, chunk),
                                 strict=True):
         yield idx, a, y
