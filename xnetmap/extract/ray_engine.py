@@ -39,10 +39,11 @@ from .pipeline import prepare_batch
 
 INSTALL = "pip install 'xnetmap[ray]'"
 #: What a Ray worker process of an actor imports before it can run F (Ray Data's
-#: actor wrapper pulls in pandas and pyarrow: ~1.5 s per process on a laptop core).
-#: Workers can import them when they boot, before any actor asks for them (Ray's
-#: ``preload_python_modules``): xnetmap sets it on the local clusters it starts; the
-#: README gives the ``ray start`` line for a standing cluster.
+#: actor wrapper pulls in pandas and pyarrow: ~1.4 s per process on this project's
+#: 2-core machine). On the local clusters xnetmap starts, workers import them as they
+#: boot (Ray's ``preload_python_modules``): the workers Ray starts with the cluster
+#: are then ready for the first extraction's actors. Later actors get new processes,
+#: which import them at boot instead of at the actor's start: the same cost.
 PRELOAD = ("ray.data", "onnxruntime", "xnetmap.extract.ray_engine")
 
 
