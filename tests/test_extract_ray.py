@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,6 +167,65 @@ def test_driver_sigkill_then_rerun_resumes_to_the_identical_store(ray_cluster, t
     assert resumed.run["computed_rows"] < 1280
     local = extract_features(model, data, tmp_path / "local", batch_size=16, shard_rows=32)
     assert_same_store(local, resumed)
+
+
+def features_model_onnxruntime_rejects(path: Path) -> Path:
+    """Passes xnetmap's loader (onnx.checker), but onnxruntime refuses it: float + int64 Add.
+
+    What a node whose onnxruntime cannot open F sees; the output ``[N, 784]`` is
+    declared, so the driver never opens F itself and only the workers find out.
+    """
+    nodes = [helper.make_node("Flatten", ["input"], ["f"], axis=1),
+             helper.make_node("Add", ["f", "k"], ["features"])]
+    graph = helper.make_graph(
+        nodes, "rejected_features",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 784])],
+        [numpy_helper.from_array(np.ones(784, dtype=np.int64), "k")])
+    return _save(graph, path, FASHION_PREPROCESS)
+
+
+def test_workers_that_cannot_open_F_exit_3_with_one_line_naming_the_file(ray_cluster,
+                                                                          tmp_path):
+    model = features_model_onnxruntime_rejects(tmp_path / "rejected.features.onnx")
+    data = f"idx:{write_idx_dataset(tmp_path / 'idx', 64)}"
+    cmd = [sys.executable, "-m", "xnetmap", "extract", str(model), data, "-o",
+           str(tmp_path / "s"), "--engine", "ray", "--ray-address", ray_cluster,
+           "--batch-size", "16", "-q"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 3, res.stderr[-3000:]
+    # one line from xnetmap; besides it only Ray's own timestamped C++ log lines
+    # (Ray Data's actor pools log one on every run), no traceback
+    ray_log = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\] \w+\.cc:\d+: ")
+    lines = [line for line in res.stderr.splitlines()
+             if line.strip() and not ray_log.match(line)]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert lines[0].startswith("xnetmap: error: onnxruntime cannot load " + str(model))
+    assert "Traceback" not in res.stderr and "RayTaskError" not in res.stderr
+
+
+def test_a_worker_with_other_preprocessing_is_an_input_error(ray_cluster, tmp_path):
+    from extract_fixtures import conv_features_model
+
+    from xnetmap.data import PreprocessSpec, open_dataset
+    from xnetmap.errors import InputError
+    from xnetmap.extract.engines import units_of
+    from xnetmap.extract.ray_engine import RayEngine
+
+    class OtherVersion(PreprocessSpec):
+        """The driver's spec as another xnetmap version would digest it."""
+
+        def digest(self) -> str:
+            return "0" * 64
+
+    model = conv_features_model(tmp_path / "m.features.onnx")
+    ds = open_dataset(f"idx:{write_idx_dataset(tmp_path / 'idx', 32)}")
+    spec = OtherVersion.from_json(json.dumps(FASHION_PREPROCESS))
+    eng = RayEngine("cpu")
+    eng.start(model)
+    eng.ready()
+    with pytest.raises(InputError, match="install the same xnetmap version on every node"):
+        list(eng.run(ds, spec, units_of([(0, 32)], [0], 16)))
 
 
 def test_engine_ray_without_ray_installed_exits_2_with_the_install_command(tmp_path):

@@ -86,7 +86,7 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     if path.name.endswith(".features.onnx"):
         # a features file from anywhere: the same safety checks as any model (external
         # data inside its folder, no symlinks, checker) before onnxruntime opens it
-        load_model(path, load_external_data=False)
+        proto = load_model(path, load_external_data=False)
         plain_sha = file_sha256(path)
         features_sha = _with_external_data(path, plain_sha)
         model_sha = features_sha
@@ -103,7 +103,8 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
             except (OSError, ValueError):
                 pass
         return {"features_path": path, "source_path": source, "model_sha256": model_sha,
-                "features_sha256": features_sha, "feature_dim": None, "cut": None}
+                "features_sha256": features_sha, "feature_dim": _declared_dim(proto),
+                "cut": None}
 
     res = split_cached(path, cut) if split_dir is None else split_model(path, split_dir, cut=cut)
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
@@ -114,6 +115,19 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
     return {"features_path": Path(res.features_path), "source_path": path,
             "model_sha256": res.model_sha256, "features_sha256": features_sha,
             "feature_dim": res.feature_dim, "cut": res.cut}
+
+
+def _declared_dim(proto) -> int | None:
+    """D of F's first output when declared ``[N, D]``; else None (a session finds it).
+
+    The value a session would report, read without one: the Ray driver then never
+    loads F into onnxruntime (only its workers do).
+    """
+    outs = proto.graph.output
+    dims = outs[0].type.tensor_type.shape.dim if len(outs) else []
+    if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
+        return None
+    return int(dims[1].dim_value)
 
 
 def _resolve_preprocess(preprocess, source_path: Path):

@@ -18,6 +18,7 @@ comes back twice is written once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,13 @@ from .fastpath import array_preparer
 from .pipeline import prepare_batch
 
 INSTALL = "pip install 'xnetmap[ray]'"
+#: What a Ray worker process of an actor imports before it can run F (Ray Data's
+#: actor wrapper pulls in pandas and pyarrow: ~1.4 s per process on this project's
+#: 2-core machine). On the local clusters xnetmap starts, workers import them as they
+#: boot (Ray's ``preload_python_modules``): the workers Ray starts with the cluster
+#: are then ready for the first extraction's actors. Later actors get new processes,
+#: which import them at boot instead of at the actor's start: the same cost.
+PRELOAD = ("ray.data", "onnxruntime", "xnetmap.extract.ray_engine")
 
 
 def import_ray():
@@ -53,13 +61,19 @@ def import_ray():
 
 
 def _unwrap(err: BaseException) -> BaseException:
-    """The xnetmap error a Ray task or actor raised, when there is one."""
+    """The xnetmap error a Ray task raised, when there is one.
+
+    Ray re-raises it as ``RayTaskError(ModelRejected)``, an instance of both whose
+    text is the worker's traceback; its ``cause`` is the error itself, one line.
+    """
     seen = 0
     while err is not None and seen < 8:
-        if isinstance(err, XnetmapError):
+        cause = getattr(err, "cause", None)
+        if not isinstance(cause, BaseException):
+            cause = err.__cause__
+        if isinstance(err, XnetmapError) and not isinstance(cause, XnetmapError):
             return err
-        err = getattr(err, "cause", None) or err.__cause__
-        seen += 1
+        err, seen = cause, seen + 1
     return None
 
 
@@ -83,8 +97,9 @@ class RayEngine:
         ray = self.ray
         _quiet(ray)
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            with _preloading(PRELOAD):
+                ray.init(address=self.address, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False)
         self.features_path = Path(features_path)
         if may_reference_external_data(self.features_path):
             self.model_ref = None  # workers open it by path (they need to read its folder)
@@ -149,14 +164,39 @@ class RayEngine:
             raise
 
 
+@contextlib.contextmanager
+def _preloading(modules) -> Iterator[None]:
+    """Workers of a cluster started in this block import ``modules`` as they boot.
+
+    Ray reads ``RAY_preload_python_modules`` when it starts a node; joining a
+    running cluster ignores it (that cluster's own setting applies). A value the
+    user set is kept.
+    """
+    key = "RAY_preload_python_modules"
+    had = key in os.environ
+    if not had:
+        os.environ[key] = ",".join(modules)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(key, None)
+
+
 def _quiet(ray) -> None:
-    """No progress bars or per-dataset log lines on the user's terminal."""
+    """No progress bars or per-dataset log lines on the user's terminal.
+
+    And a worker's error reaches the driver as raised (Ray Data would wrap it in a
+    ``UserCodeException`` that loses it), so the CLI reports it with its exit code.
+    """
     ctx = ray.data.DataContext.get_current()
+    ctx.raise_original_map_exception = True
     ctx.enable_progress_bars = False
     for attr in ("enable_operator_progress_bars", "print_on_execution_start"):
         if hasattr(ctx, attr):
             setattr(ctx, attr, False)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # its errors reach the user as the exception run() raises, not as logged tracebacks
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors",
                             category=UserWarning)
 
@@ -207,23 +247,35 @@ class FeatureActor:
     Holds one onnxruntime session (:func:`xnetmap.runtime.make_session`). The
     preprocessing is rebuilt from its JSON and checked against the driver's digest,
     so both engines see the same pixels.
+
+    NOTE: an xnetmap error in the constructor (F that this node's onnxruntime
+    cannot open, another xnetmap version) is raised by the first call instead:
+    Ray keeps the exception a task raises, for the driver to re-raise as is, but
+    reduces an actor constructor's to the text of a traceback.
     """
 
     def __init__(self, model, path: str, device: str, threads: int, spec_json: str,
                  spec_digest: str, source: dict):
-        self.spec = PreprocessSpec.from_json(spec_json)
-        if self.spec.digest() != spec_digest:
-            raise InputError("preprocessing differs between the Ray driver and a worker; "
-                             "install the same xnetmap version on every node")
-        if model is not None:
-            import ray
+        self.source, self.error = source, None
+        try:
+            self.spec = PreprocessSpec.from_json(spec_json)
+            if self.spec.digest() != spec_digest:
+                raise InputError("preprocessing differs between the Ray driver and a worker; "
+                                 "install the same xnetmap version on every node")
+            if model is not None:
+                import ray
 
-            model = ray.get(model)
-        sess = make_session(model if model is not None else path, device, threads=threads)
-        self.runner = Runner(sess, [sess.get_outputs()[0].name])
-        self.source = source
+                model = ray.get(model)
+            # errors name the features file as the driver knows it (a worker has its bytes)
+            sess = make_session(model if model is not None else path, device,
+                                threads=threads, name=path)
+            self.runner = Runner(sess, [sess.get_outputs()[0].name])
+        except XnetmapError as err:
+            self.error = err
 
     def __call__(self, batch: dict) -> dict:
+        if self.error is not None:
+            raise self.error
         out: dict[str, list] = {"start": [], "features": [], "good": [], "bad": []}
         for j in range(len(batch["start"])):
             pb = self._prepare(batch, j)

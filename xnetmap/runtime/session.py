@@ -84,7 +84,7 @@ def _providers(ort, dev: str) -> list[Any]:
 
 def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
                  threads: int | None = None, model_sha256: str | None = None,
-                 cache_optimized: bool = True, prepack: bool = True):
+                 cache_optimized: bool = True, prepack: bool = True, name: str | None = None):
     """Open an onnxruntime session on ``device`` with sensible thread settings.
 
     On the CPU the optimised graph (``ORT_ENABLE_ALL``) is cached (:func:`optimized_cache_dir`),
@@ -93,8 +93,9 @@ def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
 
     Parameters
     ----------
-    model : path or bytes
-        An ONNX file, or a serialized model already checked by the caller.
+    model, name : path or bytes; str, optional
+        An ONNX file, or a serialized model already checked by the caller (errors call
+        it ``name``: the file it was read from).
     device : {"cpu", "cuda", "auto"}
         ``cuda`` must obtain the CUDA execution provider or this raises.
     threads : int, optional
@@ -124,7 +125,7 @@ def make_session(model: str | os.PathLike | bytes, device: str = "cpu", *,
     import onnxruntime as ort
 
     in_memory = isinstance(model, (bytes, bytearray))
-    path = Path("<in-memory model>") if in_memory else Path(model)
+    path = Path(name or "<in-memory model>") if in_memory else Path(model)
     if not in_memory and not path.is_file():
         raise InputError(f"model {path} does not exist; pass the path of an .onnx file")
     if threads is not None and int(threads) < 0:
