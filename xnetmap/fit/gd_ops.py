@@ -85,6 +85,7 @@ class HostOps:
         self.chunk = int(np.clip(CHUNK_BYTES // (4 * Y.shape[1]), 16, batch))
         self.work = LossGradWork(self.chunk, Y.shape[1])
         self.loss, self.psq = np.empty(batch, np.float32), np.empty(batch, np.float32)
+        self.ones = np.ones(self.chunk, np.float32)
         self.tmp: dict[tuple, np.ndarray] = {}
         # target norms never change: one pass now saves one per step
         self.t_norm = np.zeros(Y.shape[0], np.float32)
@@ -117,7 +118,7 @@ class HostOps:
             loss, psq = numpy_loss_grad(Pc, T[s:e], self.work, scale=scale, eps=self.eps,
                                         target_norm=aux[s:e])
             self.loss[s:e], self.psq[s:e] = loss, psq
-            colsum += Pc.sum(axis=0)
+            colsum += self.ones[: e - s] @ Pc  # a GEMV: faster than sum(axis=0) here
         return self.loss[:n], self.psq[:n]
 
     def nesterov(self, g: Any, lr: Any, mu: Any, p: Any, v: Any) -> None:

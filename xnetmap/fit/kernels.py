@@ -135,6 +135,17 @@ CUDA_THREADS = 256
 RAW_KERNELS = {"cosine_loss_grad": COSINE_LOSS_GRAD_SRC, "row_cosine": ROW_COSINE_SRC}
 
 
+_VECDOT = getattr(np, "vecdot", None)  # NumPy >= 2.0
+
+
+def row_dot(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[i] = a[i] . b[i]`` (NumPy's ``vecdot`` where it exists: about twice as fast
+    as ``einsum`` on this kernel's chunks; ``einsum`` on older NumPy)."""
+    if _VECDOT is not None:
+        return _VECDOT(a, b, out=out)
+    return np.einsum("ij,ij->i", a, b, out=out)
+
+
 class LossGradWork:
     """Preallocated per-batch buffers for :func:`numpy_loss_grad`.
 
@@ -191,12 +202,12 @@ def numpy_loss_grad(
     alpha, beta, loss = work.alpha[:n], work.beta[:n], work.loss[:n]
     tmp = work.tmp[:n]
     if target_norm is None:
-        np.einsum("ij,ij->i", target, target, out=stt)
+        row_dot(target, target, stt)
         np.sqrt(stt, out=stt)
     else:
         stt[...] = target_norm
-    np.einsum("ij,ij->i", pred, pred, out=spp)
-    np.einsum("ij,ij->i", target, pred, out=stp)
+    row_dot(pred, pred, spp)
+    row_dot(target, pred, stp)
     np.maximum(stt, eps, out=stt)  # nt
     np.sqrt(spp, out=spp)
     ok = np.greater(spp, eps, out=work.ok[:n])
