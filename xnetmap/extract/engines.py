@@ -120,9 +120,14 @@ class LocalEngine:
 
         runner = Runner(self.sess, [self.sess.get_outputs()[0].name])
         batches = (np.arange(u.start, u.stop, dtype=np.int64) for u in units)
-        prepared = prepared_batches(load, batches, workers=self.workers, prefetch=self.prefetch,
-                                    bad_types=(UnreadableImage,),
-                                    prepare=array_batch_preparer(ds, spec))
+        prepare = array_batch_preparer(ds, spec)
+        # the vectorised array path costs microseconds a batch: run it here, between
+        # onnxruntime calls, rather than in a thread that preempts onnxruntime's (measured:
+        # up to 15 % slower extraction on 2 cores with a decode thread)
+        prepared = prepared_batches(load, batches,
+                                    workers=0 if prepare is not None else self.workers,
+                                    prefetch=self.prefetch, bad_types=(UnreadableImage,),
+                                    prepare=prepare)
         for u, pb in zip(units, prepared):
             F = runner(pb.X)[0] if pb.X is not None and len(pb.X) else None
             yield UnitResult(u, F, pb.good, pb.bad)
