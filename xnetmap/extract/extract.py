@@ -104,7 +104,7 @@ def _resolve_model(model, cut: str, split_dir) -> dict:
                 pass
         return {"features_path": path, "source_path": source, "model_sha256": model_sha,
                 "features_sha256": features_sha, "feature_dim": _declared_dim(proto),
-                "cut": None}
+                "cut": None, "proto": proto if source == path else None}
 
     res = split_cached(path, cut) if split_dir is None else split_model(path, split_dir, cut=cut)
     try:  # split_model verified (or just wrote) this digest; hashing again costs ~1 s/GB
@@ -130,8 +130,9 @@ def _declared_dim(proto) -> int | None:
     return int(dims[1].dim_value)
 
 
-def _resolve_preprocess(preprocess, source_path: Path):
-    """A PreprocessSpec from ``preprocess`` (spec, overrides dict, preset name or JSON)."""
+def _resolve_preprocess(preprocess, source_path: Path, proto=None):
+    """A PreprocessSpec from ``preprocess`` (spec, overrides dict, preset name or JSON);
+    ``proto``: ``source_path`` already loaded (not parsed again)."""
 
     if isinstance(preprocess, PreprocessSpec):
         return preprocess, []
@@ -152,7 +153,7 @@ def _resolve_preprocess(preprocess, source_path: Path):
                 ) from err
     elif preprocess is not None:
         raise UsageError(f"preprocess must be a PreprocessSpec, dict or str, got {preprocess!r}")
-    return model_preprocess(source_path, preset=preset, overrides=overrides)
+    return model_preprocess(source_path, preset=preset, overrides=overrides, proto=proto)
 
 
 @contextlib.contextmanager
@@ -368,7 +369,7 @@ def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) ->
     # the engine opens its session / joins its cluster while this thread reads the
     # preprocessing metadata and fingerprints the dataset
     eng.start(m["features_path"])
-    spec, notes = _resolve_preprocess(preprocess, m["source_path"])
+    spec, notes = _resolve_preprocess(preprocess, m["source_path"], m.pop("proto", None))
     fingerprint = ds.fingerprint()
     device = eng.ready()  # re-raises DeviceUnavailable / ModelRejected
     identity = {

@@ -123,7 +123,10 @@ def read_model(path: str | os.PathLike, *, preset: str | None = None,
 
 
 def model_preprocess(path: str | os.PathLike, preset: str | None = None,
-                     overrides: dict | None = None) -> tuple[PreprocessSpec, list[str]]:
-    """Path-level twin of :meth:`PreprocessSpec.from_model`: the spec for a model file."""
-    proto = load_model(Path(path), load_external_data=False)
+                     overrides: dict | None = None,
+                     proto: Any = None) -> tuple[PreprocessSpec, list[str]]:
+    """Path-level twin of :meth:`PreprocessSpec.from_model`: the spec for a model file
+    (``proto``: that file already loaded, so it is not parsed again)."""
+    if proto is None:
+        proto = load_model(Path(path), load_external_data=False)
     return PreprocessSpec.from_model(proto, preset=preset, overrides=overrides, name=str(path))
