@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fixtures import onnx_models as fm
 
@@ -106,32 +105,9 @@ def test_python_dash_m_split(tmp_path):
 
 
 def test_split_certifies_on_real_images(tmp_path, capsys):
-    from PIL import Image
-
-    fx = fm.resnet_gemm()
-    spec = {
-        "version": 1,
-        "size": [8, 8],
-        "resize": None,
-        "crop": "none",
-        "interpolation": "bilinear",
-        "colour": "RGB",
-        "channel_order": "RGB",
-        "layout": "NCHW",
-        "scale": 1 / 255,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-    }
-    fx.model.metadata_props.add(key="xnetmap.preprocess", value=json.dumps(spec))
-    fm.save(fx.model, tmp_path / "m.onnx")
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        pixels = rng.integers(0, 256, size=(20 + i, 17, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(images / f"img{i}.png")
+    path, images = fm.annotated_with_images(tmp_path, [(20 + i, 17) for i in range(4)])
     code, out, err = run(
-        ["split", tmp_path / "m.onnx", "--images", images, "--samples", "3"], capsys
+        ["split", path, "--images", images, "--samples", "3"], capsys
     )
     assert code == 0, err
     assert f"certificate PASSED on 3 images from {images}" in out

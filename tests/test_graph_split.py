@@ -611,32 +611,9 @@ def test_weight_named_features_is_renamed_in_the_part_only(tmp_path):
 
 
 def test_certificate_on_images_reads_preprocessing_from_the_loaded_model(tmp_path, monkeypatch):
-    from PIL import Image
-
     from xnetmap.graph import load_model, split_model_proto
 
-    fx = fm.resnet_gemm()
-    spec = {
-        "version": 1,
-        "size": [8, 8],
-        "resize": None,
-        "crop": "none",
-        "colour": "RGB",
-        "channel_order": "RGB",
-        "layout": "NCHW",
-        "scale": 1 / 255,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-    }
-    fx.model.metadata_props.add(key="xnetmap.preprocess", value=json.dumps(spec))
-    path = tmp_path / "m.onnx"
-    fm.save(fx.model, path)
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        pixels = rng.integers(0, 256, size=(12, 9 + i, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(images / f"img{i}.png")
+    path, images = fm.annotated_with_images(tmp_path, [(12, 9 + i) for i in range(3)])
     model = load_model(path, load_external_data=False)
     parses = _ParseCounter(monkeypatch)
     result = split_model_proto(
