@@ -35,7 +35,10 @@ def _write_store(path, M: np.ndarray, shard_rows: int) -> FeatureStore:
     return FeatureStore.open(path)
 
 
-def test_every_train_row_once_per_epoch_paired_across_shards(tmp_path):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_every_train_row_once_per_epoch_paired_across_shards(tmp_path, monkeypatch, read_ahead):
+    if read_ahead:  # as for data larger than memory: madvise the next window's blocks
+        monkeypatch.setattr(blocks, "READ_AHEAD_SHARE", 0.0)
     n = 5000
     rows_id = np.arange(n, dtype=np.float32)
     X = np.stack([rows_id, rows_id * 2], axis=1)
@@ -46,6 +49,9 @@ def test_every_train_row_once_per_epoch_paired_across_shards(tmp_path):
     train = np.sort(rng.choice(n, 4100, replace=False))  # gaps: held-out rows skipped
     t_norm = np.linalg.norm(Y, axis=1).astype(np.float32)
     bb = BlockBatches(Xs, Ys, train, t_norm, batch=256)
+    assert (bb.ahead is not None) == read_ahead
+    if read_ahead:  # every block has its ranges, in both stores (a block may cross shards)
+        assert all(len(r) >= 2 for r in bb.ahead)
     seen = []
     for A, T, tn in bb.epoch(np.random.default_rng(1)):
         assert len(A) <= 256

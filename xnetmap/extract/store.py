@@ -129,8 +129,7 @@ class FeatureStore:
         self._shards = manifest["shards"]
         self._starts = np.array([s["start"] for s in self._shards], dtype=np.int64)
         self._mm: dict[int, np.ndarray] = {}
-        self._maps: dict[int, mmap.mmap] = {}
-        self._offsets: dict[int, int] = {}
+        self._maps: dict[int, tuple[mmap.mmap, int]] = {}  # the mapping, its data offset
         self._ids: list[str] | None = None
         self.run: dict = {}
         self.labels = None
@@ -210,19 +209,27 @@ class FeatureStore:
     def advise(self, start: int, stop: int) -> None:
         """Ask the kernel to read rows ``[start, stop)`` of the opened shards ahead
         (``madvise(MADV_WILLNEED)``; asynchronous, costs no copy; a no-op elsewhere)."""
+        for mm, off, length in self.advise_ranges(start, stop):
+            mm.madvise(mmap.MADV_WILLNEED, off, length)
+
+    def advise_ranges(self, start: int, stop: int) -> list[tuple[mmap.mmap, int, int]]:
+        """``(mapping, page-aligned offset, length)`` of rows ``[start, stop)`` in the opened
+        shards, for ``madvise`` (empty where ``MADV_WILLNEED`` does not exist)."""
         if not hasattr(mmap, "MADV_WILLNEED"):
-            return
+            return []
+        out = []
+        row = self.dim * self.dtype.itemsize
         k = int(np.searchsorted(self._starts, start, side="right") - 1)
         while k < len(self._shards) and start < stop:
-            s, arr = self._shards[k], self._mm.get(k)
+            s = self._shards[k]
             hi = min(stop, int(s["stop"]))
-            mm = self._maps.get(k)
-            if mm is not None and arr is not None:
-                row = self.dim * arr.dtype.itemsize
-                off = self._offsets[k] + (start - int(s["start"])) * row
+            if k in self._maps:
+                mm, data = self._maps[k]
+                off = data + (start - int(s["start"])) * row
                 page = off - off % mmap.PAGESIZE
-                mm.madvise(mmap.MADV_WILLNEED, page, off - page + (hi - start) * row)
+                out.append((mm, page, off - page + (hi - start) * row))
             start, k = hi, k + 1
+        return out
 
     def _read_verified(self, k: int) -> np.ndarray:
         """Shard ``k`` memory-mapped, its sha256 computed over the mapping and checked.
@@ -244,7 +251,7 @@ class FeatureStore:
             raise InputError(self._damaged(s, f"cannot be read ({err})")) from None
         if digest != s["sha256"]:
             raise InputError(self._damaged(s, "fails its sha256 check (its bytes changed)"))
-        self._maps[k], self._offsets[k] = mm, offset
+        self._maps[k] = (mm, offset)
         return arr
 
     def _damaged(self, s: dict, what: str) -> str:

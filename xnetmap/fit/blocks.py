@@ -11,9 +11,11 @@ contiguous range of a shard, held-out rows skipped):
   blocks in that order straight from the memory maps to consecutive positions
   (one gather per block into its place: no second copy), and the loop trains on
   consecutive slices of the window (no copy in the loop);
-* before a window is filled, the kernel is asked to read the *next* window's
-  blocks ahead (``madvise(MADV_WILLNEED)`` through the store's ``advise``), so
-  data not yet in the page cache arrive while this window trains. The copy
+* for data larger than half the machine's memory (smaller stores are in the page
+  cache already: opening them hashed every shard), before a window is filled the
+  kernel is asked to read the *next* window's blocks ahead
+  (``madvise(MADV_WILLNEED)`` on the store's ``advise_ranges``), so data not yet
+  in the page cache arrive while this window trains. The copy
   itself runs in the loop's thread, between the GEMMs: on a machine with as many
   BLAS threads as cores, a copying thread beside the GEMMs slows them by more
   than the copy costs (measured: 6.0 s of GEMMs became 7.1 s);
@@ -34,18 +36,30 @@ the full permutation's (``tests/test_fit_blocks.py``).
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .rows import contiguous_views
+from .rows import read_plan, take_plan
 
 #: Training rows per block: one contiguous copy of 32-192 KB at the widths of ImageNet
 #: networks (512-3,072 floats a row), and 128 blocks in a minibatch of 8,192 rows.
 BLOCK_ROWS = 64
 #: Bytes of the window (source + target rows).
 WINDOW_BYTES = 192 << 20
+#: Data larger than this share of physical memory are read ahead (``madvise``).
+READ_AHEAD_SHARE = 0.5
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (where the OS does not say: no limit, so no read-ahead)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 62
 
 
 def window_rows(batch: int, d_in: int, d_out: int, n_rows: int) -> int:
@@ -60,7 +74,7 @@ class BlockBatches:
     Parameters
     ----------
     X : array-like of shape (n, d_in)
-        ndarray, memmap or row source with ``views``.
+        ndarray, memmap or row source with ``views`` (and ``advise_ranges``).
     Y : array-like of shape (n, d_out)
     rows : ndarray of int64
         Sorted training rows.
@@ -76,8 +90,16 @@ class BlockBatches:
         self.bounds = np.unique(self.bounds)
         # where each block's rows sit (views of the shards, rows within them): the blocks
         # never change, so a fill is one take per block and side, no per-epoch planning
-        self.plans = [(_read_plan(X, rows[lo:hi]), _read_plan(Y, rows[lo:hi]))
-                      for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+        spans = list(zip(self.bounds[:-1], self.bounds[1:]))
+        self.plans = [(read_plan(X, rows[lo:hi]), read_plan(Y, rows[lo:hi])) for lo, hi in spans]
+        # and their madvise ranges, for reading ahead, only for data that may not stay in
+        # the page cache: opening a store hashed every shard, so smaller data are resident
+        # and a madvise per block would cost ~0.15 s an epoch for nothing (800k x 1,280)
+        self.ahead = None
+        if len(rows) * (X.shape[1] + Y.shape[1]) * 4 > READ_AHEAD_SHARE * _physical_memory():
+            self.ahead = [[r for M in (X, Y) if hasattr(M, "advise_ranges")
+                           for r in M.advise_ranges(int(rows[lo]), int(rows[hi - 1]) + 1)]
+                          for lo, hi in spans]
         self.t_norm = np.ascontiguousarray(t_norm[rows])  # in training-row order
         f32 = np.float32
         self.buf = (np.empty((self.window, X.shape[1]), f32),
@@ -98,7 +120,7 @@ class BlockBatches:
             groups.append(cur)
         A, T, tn = self.buf
         for i, group in enumerate(groups):
-            if i + 1 < len(groups):
+            if self.ahead is not None and i + 1 < len(groups):
                 self._advise(groups[i + 1])
             n_win = self._fill(group)
             for s in range(0, n_win, self.batch):
@@ -106,14 +128,10 @@ class BlockBatches:
                 yield A[s:e], T[s:e], tn[s:e]
 
     def _advise(self, blocks: list[int]) -> None:
-        """Ask the kernel to read ``blocks`` ahead (sources without ``advise``: nothing)."""
-        for M in (self.X, self.Y):
-            advise = getattr(M, "advise", None)
-            if advise is None:
-                continue
-            for b in blocks:
-                idx = self.rows[self.bounds[b] : self.bounds[b + 1]]
-                advise(int(idx[0]), int(idx[-1]) + 1)
+        """Ask the kernel to read ``blocks`` ahead (ranges computed once, at the start)."""
+        for b in blocks:
+            for mm, off, length in self.ahead[b]:
+                mm.madvise(mmap.MADV_WILLNEED, off, length)
 
     def _fill(self, blocks: list[int]) -> int:
         """Copy ``blocks`` into the window, one after the other; returns the row count."""
@@ -122,30 +140,9 @@ class BlockBatches:
         for b in blocks:
             lo, hi = int(self.bounds[b]), int(self.bounds[b + 1])
             plan_x, plan_y = self.plans[b]
-            _take(plan_x, A, pos)
-            _take(plan_y, T, pos)
+            take_plan(plan_x, A, pos)
+            take_plan(plan_y, T, pos)
             tn[pos : pos + hi - lo] = self.t_norm[lo:hi]
             pos += hi - lo
         return pos
 
-
-def _read_plan(M: Any, idx: np.ndarray) -> list[tuple[Any, np.ndarray, int, int]]:
-    """``(view, rows in the view, first, last)`` pieces that read rows ``idx`` (sorted) of
-    ``M``: one piece per shard the rows cross; ``first:last`` are their places in ``idx``."""
-    plan, pos, start = [], 0, int(idx[0])
-    for v in contiguous_views(M, start, int(idx[-1]) + 1):
-        stop = start + len(v)
-        k = int(np.searchsorted(idx, stop))
-        if k > pos:
-            plan.append((v, idx[pos:k] - start, pos, k))
-        pos, start = k, stop
-    return plan
-
-
-def _take(plan: list, out: np.ndarray, at: int) -> None:
-    """Rows of ``plan`` into ``out[at:]`` (float16 stores are cast while copying)."""
-    for v, loc, first, last in plan:
-        if v.dtype == np.float32:
-            np.take(v, loc, axis=0, out=out[at + first : at + last], mode="clip")
-        else:
-            out[at + first : at + last] = v[loc]

@@ -92,16 +92,31 @@ def gather_sorted(A: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
 
     One ``take`` per view of their range: no per-row Python, no index sort.
     """
-    pos, start = 0, int(idx[0])
+    take_plan(read_plan(A, idx), out, 0)
+    return out
+
+
+def read_plan(A: Any, idx: np.ndarray) -> list[tuple[Any, np.ndarray, int, int]]:
+    """``(view, rows in the view, first, last)`` pieces that read rows ``idx`` (sorted,
+    non-empty) of ``A``: one per view (shard) they cross; ``first:last`` are their places
+    in ``idx``. A plan can be kept and taken again (:func:`take_plan`)."""
+    plan, pos, start = [], 0, int(idx[0])
     for v in contiguous_views(A, start, int(idx[-1]) + 1):
         stop = start + len(v)
         k = int(np.searchsorted(idx, stop))
-        if k > pos and v.dtype == np.float32:
-            np.take(v, idx[pos:k] - start, axis=0, out=out[pos:k], mode="clip")
-        elif k > pos:  # float16 stores: cast while copying
-            out[pos:k] = v[idx[pos:k] - start]
+        if k > pos:
+            plan.append((v, idx[pos:k] - start, pos, k))
         pos, start = k, stop
-    return out
+    return plan
+
+
+def take_plan(plan: list, out: np.ndarray, at: int) -> None:
+    """The rows of ``plan`` into ``out[at:]`` (float16 stores are cast while copying)."""
+    for v, loc, first, last in plan:
+        if v.dtype == np.float32:
+            np.take(v, loc, axis=0, out=out[at + first : at + last], mode="clip")
+        else:
+            out[at + first : at + last] = v[loc]
 
 
 def iter_pairs(X: Any, Y: Any, rows: np.ndarray,

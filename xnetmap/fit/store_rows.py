@@ -27,11 +27,10 @@ class StoreRows:
     def take_rows(self, idx: np.ndarray) -> np.ndarray:
         return self.store.take(idx)
 
-    def advise(self, lo: int, hi: int) -> None:
-        """Ask the kernel to read rows ``[lo, hi)`` ahead (see ``FeatureStore.advise``)."""
-        advise = getattr(self.store, "advise", None)
-        if advise is not None:
-            advise(lo, hi)
+    def advise_ranges(self, lo: int, hi: int) -> list:
+        """Rows ``[lo, hi)`` as ``madvise`` ranges (see ``FeatureStore.advise_ranges``)."""
+        ranges = getattr(self.store, "advise_ranges", None)
+        return [] if ranges is None else ranges(lo, hi)
 
     def views(self, lo: int, hi: int) -> list[np.ndarray]:
         """Rows ``[lo, hi)`` as memory-mapped views, one per shard crossed (no copy)."""
