@@ -23,10 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .rows import CHUNK, iter_pairs
-
-#: Bytes of one chunk's float64 copies (source + target) while moments accumulate.
-MOMENT_CHUNK_BYTES = 64 << 20
+from .rows import iter_pairs
 
 
 @dataclass
@@ -60,9 +57,8 @@ def accumulate_moments(X: Any, Y: Any, rows: np.ndarray, *, cross: bool = True) 
     sx, sy = np.zeros(d_in), np.zeros(d_out)
     shift_x = shift_y = None
     n = 0
-    # float64 copies of a chunk cost 8 bytes a value: keep them near MOMENT_CHUNK_BYTES
-    chunk = int(np.clip(MOMENT_CHUNK_BYTES // (8 * (d_in + d_out)), 256, CHUNK))
-    for _, a, y in iter_pairs(X, Y, rows, chunk):
+    # the chunks are bounded by bytes (rows.chunk_rows): their float64 copies stay ~64 MB
+    for _, a, y in iter_pairs(X, Y, rows):
         a64 = a.astype(np.float64)
         y64 = y.astype(np.float64)
         if shift_x is None:
