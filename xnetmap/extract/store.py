@@ -25,6 +25,7 @@ import io
 import json
 import mmap
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +131,7 @@ class FeatureStore:
         self._starts = np.array([s["start"] for s in self._shards], dtype=np.int64)
         self._mm: dict[int, np.ndarray] = {}
         self._maps: dict[int, tuple[mmap.mmap, int]] = {}  # the mapping, its data offset
+        self._open_lock = threading.Lock()  # each shard mapped and hashed once
         self._ids: list[str] | None = None
         self.run: dict = {}
         self.labels = None
@@ -202,8 +204,11 @@ class FeatureStore:
     def _shard(self, k: int) -> np.ndarray:
         arr = self._mm.get(k)
         if arr is None:
-            arr = self._read_verified(k)
-            self._mm[k] = arr
+            with self._open_lock:  # a study's fits read one store from two threads
+                arr = self._mm.get(k)
+                if arr is None:
+                    arr = self._read_verified(k)
+                    self._mm[k] = arr
         return arr
 
     def advise(self, start: int, stop: int) -> None:

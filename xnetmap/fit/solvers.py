@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from . import blas
 from .rows import iter_pairs
 
 
@@ -129,7 +130,6 @@ def solve_psd(A: np.ndarray, B: np.ndarray, *, rcond: float = RCOND) -> tuple[np
 
 #: Systems up to this width are factorised on one thread (see :func:`_lapack_threads`).
 SMALL_SOLVE = 1024
-_CONTROLLER: Any = None
 
 
 def _lapack_threads(d: int) -> Any:
@@ -140,14 +140,7 @@ def _lapack_threads(d: int) -> Any:
     (a 256-wide Cholesky: 3.7 ms instead of 0.3 ms, measured here). Small systems gain
     nothing from threads anyway; wide ones keep them.
     """
-    global _CONTROLLER  # noqa: PLW0603 - one controller: it lists the loaded libraries once
-    if d > SMALL_SOLVE:
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+    return contextlib.nullcontext() if d > SMALL_SOLVE else blas.one_thread()
 
 
 def _factor_and_solve(A: np.ndarray, B: np.ndarray, rcond: float,

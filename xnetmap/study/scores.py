@@ -17,7 +17,7 @@ from ..errors import InputError
 from .cka import linear_cka_summary
 from .classifiers import Classifier, classifier_logits
 from .evaluate import native_result, pair_result
-from .maps import fit_cached, map_fit_params
+from .maps import MapFits, map_fit_params
 from .prepare import PreparedModel, valid_rows
 from .settings import StudySettings
 from .table import ModelResult, PairResult
@@ -93,28 +93,41 @@ def score_pairs(prepared: list[PreparedModel], classifiers: list[Classifier], va
                 native_logits: list[np.ndarray], pairs: list[tuple[int, int]],
                 settings: StudySettings, cache, device: str,
                 say: Callable[[str], Any] | None = None) -> PairScores:
-    """For every ordered pair (A, B): fit M_{A→B} on train, score C_B(M F_A(val)), CKA."""
+    """For every ordered pair (A, B): fit M_{A→B} on train, score C_B(M F_A(val)), CKA.
+
+    The maps are fitted side by side (:class:`~xnetmap.study.maps.MapFits`) while this
+    thread scores the ones already fitted, in the order of ``pairs``.
+    """
     say = say or (lambda _m: None)
-    fit_params = map_fit_params(settings, device)
     cka: dict[tuple[int, int], Any] = {}
     results, files = [], {}
-    for i, j in pairs:
-        src, tgt = prepared[i], prepared[j]
-        say(f"{src.name} → {tgt.name}: fit map ({settings.solver})")
-        amap, path = fit_cached(src.train_store, tgt.train_store, cache, fit_params)
-        mapped = classifier_logits(classifiers[j], amap.transform(val.feats[i]), device)
-        key = (min(i, j), max(i, j))
-        if key not in cka:
-            cka[key] = linear_cka_summary(val.feats[i], val.feats[j])
-        m = getattr(amap, "metrics_", {}) or {}
-        results.append(pair_result(
-            src.name, tgt.name, native_logits[j], mapped, val.labels,
-            n_boot=settings.n_boot, seed=settings.seed, fit_cosine=m.get("cosine"),
-            fit_r2=m.get("r2"), cka=float(cka[key].cka), map_path=str(path),
-        ))
-        results[-1].cka_debiased = float(cka[key].cka_debiased)
-        files[(src.name, tgt.name)] = path
+    stores = [p.train_store for p in prepared]
+    with MapFits(pairs, stores, cache, map_fit_params(settings, device)) as fits:
+        for i, j in pairs:
+            say(f"{prepared[i].name} → {prepared[j].name}: fit map ({settings.solver})")
+            amap, path = fits.result((i, j))
+            results.append(_score_pair(prepared, classifiers, val, native_logits, i, j,
+                                       amap, path, settings, device, cka))
+            files[(prepared[i].name, prepared[j].name)] = path
     return PairScores(results, files)
+
+
+def _score_pair(prepared, classifiers, val, native_logits, i, j, amap, path, settings, device,
+                cka) -> PairResult:
+    """C_B(M_{A→B} F_A(val)) against C_B(F_B(val)), with the CKA of the pair (cached in ``cka``)."""
+    src, tgt = prepared[i], prepared[j]
+    mapped = classifier_logits(classifiers[j], amap.transform(val.feats[i]), device)
+    key = (min(i, j), max(i, j))
+    if key not in cka:
+        cka[key] = linear_cka_summary(val.feats[i], val.feats[j])
+    m = getattr(amap, "metrics_", {}) or {}
+    result = pair_result(
+        src.name, tgt.name, native_logits[j], mapped, val.labels,
+        n_boot=settings.n_boot, seed=settings.seed, fit_cosine=m.get("cosine"),
+        fit_r2=m.get("r2"), cka=float(cka[key].cka), map_path=str(path),
+    )
+    result.cka_debiased = float(cka[key].cka_debiased)
+    return result
 
 
 def cka_sample_note(val: ValFeatures) -> list[str]:
