@@ -146,3 +146,19 @@ def conv_classifier_model(path: Path, classes: int = 3, seed: int = 0) -> Path:
                                                       (bfc, "bfc"))],
     )
     return _save(graph, path, FASHION_PREPROCESS)
+
+
+def features_model_onnxruntime_rejects(path: Path) -> Path:
+    """Passes xnetmap's loader (onnx.checker), but onnxruntime refuses it: float + int64 Add.
+
+    What a node whose onnxruntime cannot open F sees; the output ``[N, 784]`` is
+    declared, so the driver never opens F itself and only the workers find out.
+    """
+    nodes = [helper.make_node("Flatten", ["input"], ["f"], axis=1),
+             helper.make_node("Add", ["f", "k"], ["features"])]
+    graph = helper.make_graph(
+        nodes, "rejected_features",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 784])],
+        [numpy_helper.from_array(np.ones(784, dtype=np.int64), "k")])
+    return _save(graph, path, FASHION_PREPROCESS)

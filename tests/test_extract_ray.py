@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_fixtures import FASHION_PREPROCESS, _save, write_folder_dataset, write_idx_dataset
+from extract_fixtures import (
+    FASHION_PREPROCESS,
+    _save,
+    features_model_onnxruntime_rejects,
+    write_folder_dataset,
+    write_idx_dataset,
+)
 from onnx import TensorProto, helper, numpy_helper
 from zoo_data import DATA, MODELS
 
@@ -167,22 +173,6 @@ def test_driver_sigkill_then_rerun_resumes_to_the_identical_store(ray_cluster, t
     assert resumed.run["computed_rows"] < 1280
     local = extract_features(model, data, tmp_path / "local", batch_size=16, shard_rows=32)
     assert_same_store(local, resumed)
-
-
-def features_model_onnxruntime_rejects(path: Path) -> Path:
-    """Passes xnetmap's loader (onnx.checker), but onnxruntime refuses it: float + int64 Add.
-
-    What a node whose onnxruntime cannot open F sees; the output ``[N, 784]`` is
-    declared, so the driver never opens F itself and only the workers find out.
-    """
-    nodes = [helper.make_node("Flatten", ["input"], ["f"], axis=1),
-             helper.make_node("Add", ["f", "k"], ["features"])]
-    graph = helper.make_graph(
-        nodes, "rejected_features",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 784])],
-        [numpy_helper.from_array(np.ones(784, dtype=np.int64), "k")])
-    return _save(graph, path, FASHION_PREPROCESS)
 
 
 def test_workers_that_cannot_open_F_exit_3_with_one_line_naming_the_file(ray_cluster,

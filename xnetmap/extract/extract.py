@@ -212,6 +212,36 @@ def _clean_store_dir(out: Path) -> None:
             p.unlink()
 
 
+def _shard_rows(dim: int, dtype: str, batch_size: int, shard_rows: int | None) -> int:
+    """Rows per shard of a new store: ``shard_rows``, else ~SHARD_BYTES in whole batches."""
+    if shard_rows is None:
+        per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
+        shard_rows = max(batch_size, per // batch_size * batch_size)
+    if int(shard_rows) < 1:
+        raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
+    return int(shard_rows)
+
+
+def _decode_ahead(eng, job, out: Path, overwrite: bool, batch_size: int, shard_rows) -> None:
+    """Let the engine decode a new store's first batches while its session opens.
+
+    Only where those batches are known before the store is opened: a new store (or
+    ``overwrite``) of a model whose F declares its width. The engine checks them
+    against the units it is finally given (and drops them if they differ).
+    """
+    dim = job.m.get("feature_dim")
+    if not hasattr(eng, "decode_ahead") or not dim or job.n == 0:
+        return
+    try:
+        if not overwrite and st.read_manifest(out) is not None:
+            return  # resumed or reused: other units, or none
+    except InputError:
+        return  # opening the store reports it
+    plan = _shard_plan(job.n, _shard_rows(int(dim), job.identity["dtype"], batch_size,
+                                          shard_rows))
+    eng.decode_ahead(job.ds, job.spec, units_of(plan, [0], batch_size))
+
+
 def _shard_plan(n: int, shard_rows: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_rows, n)) for s in range(0, n, shard_rows)] if n else []
 
@@ -276,8 +306,20 @@ def extract_features(
     _check_args(batch_size, dtype, max_bad, workers)
     eng = make_engine(engine, device, workers=workers, threads=threads, prefetch=prefetch,
                       ray_address=ray_address)
-    job = _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype)
-    job.notes += list(preprocess_notes)  # what was assumed: recorded in the manifest
+    try:
+        job = _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype)
+        job.notes += list(preprocess_notes)  # what was assumed: recorded in the manifest
+        _decode_ahead(eng, job, Path(out_dir), overwrite, batch_size, shard_rows)
+        job.device = eng.ready()  # re-raises DeviceUnavailable / ModelRejected
+        return _extract(job, eng, out_dir, overwrite, batch_size, max_bad, shard_rows,
+                        progress, t0)
+    finally:
+        getattr(eng, "close", lambda: None)()
+
+
+def _extract(job, eng, out_dir, overwrite: bool, batch_size: int, max_bad: float, shard_rows,
+             progress, t0: float):
+    """The store part of :func:`extract_features`, once the engine is ready."""
     out = make_output_dir(out_dir, "store folder")
     with _environment_errors(out), _store_lock(out):
         old, done, recomputed = _open_store(out, job, overwrite)
@@ -355,7 +397,7 @@ class _Job:
     m: dict
     identity: dict
     notes: list
-    device: str
+    device: str | None
 
     @property
     def n(self) -> int:
@@ -363,7 +405,8 @@ class _Job:
 
 
 def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) -> _Job:
-    """Resolve model, dataset and preprocessing; the engine starts up meanwhile."""
+    """Resolve model, dataset and preprocessing; the engine starts up meanwhile (the
+    caller waits for it: ``job.device`` is None until then)."""
     ds = dataset if hasattr(dataset, "fingerprint") else open_dataset(dataset)
     m = _model_from_split(split) if split is not None else _resolve_model(model, cut, split_dir)
     # the engine opens its session / joins its cluster while this thread reads the
@@ -371,7 +414,6 @@ def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) ->
     eng.start(m["features_path"])
     spec, notes = _resolve_preprocess(preprocess, m["source_path"], m.pop("proto", None))
     fingerprint = ds.fingerprint()
-    device = eng.ready()  # re-raises DeviceUnavailable / ModelRejected
     identity = {
         "model_sha256": m["model_sha256"],
         "features_sha256": m["features_sha256"],
@@ -380,7 +422,7 @@ def _plan(model, dataset, split, cut, split_dir, preprocess, eng, dtype: str) ->
         "dtype": dtype,
         "n": len(ds),
     }
-    return _Job(model, ds, spec, m, identity, list(notes), device)
+    return _Job(model, ds, spec, m, identity, list(notes), None)
 
 
 def _model_from_split(split) -> dict:
@@ -434,11 +476,7 @@ def _start_manifest(out: Path, job: _Job, old, done: dict, eng, shard_rows, batc
         return manifest
     ds, dtype = job.ds, job.identity["dtype"]
     dim = eng.feature_dim(job.m["feature_dim"], lambda: job.spec.apply(_first_image(ds)).shape)
-    if shard_rows is None:
-        per = max(1, SHARD_BYTES // (dim * np.dtype(dtype).itemsize))
-        shard_rows = max(batch_size, per // batch_size * batch_size)
-    if int(shard_rows) < 1:
-        raise UsageError(f"shard_rows must be >= 1, got {shard_rows}")
+    shard_rows = _shard_rows(dim, dtype, batch_size, shard_rows)
     manifest = {
         "format": st.FORMAT, "format_version": st.FORMAT_VERSION,
         "xnetmap_version": __version__, **job.identity,

@@ -112,43 +112,82 @@ def prepared_batches(
         for idx in batches:
             yield prepare(idx) if prepare is not None else prepare_batch(load, idx, bad_types)
         return
-    # Per-image work is split into one chunk per worker, so that every worker helps with
-    # the batch the runtime needs next (the pipeline fills in 1/workers of a batch's time);
-    # the chunks write into one shared batch array (no concatenation copy).
-    chunks = 1 if prepare is not None else workers
-    depth = max(1, prefetch if prefetch is not None else 2 * workers)
-    pending: collections.deque = collections.deque()
-    it = iter(batches)
-    # image decoders yield the CPU to inference (see _yield_to_inference); the vectorised
-    # array path is too short per batch to be worth a priority change
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xnetmap-decode",
-                              initializer=None if prepare is not None else _yield_to_inference)
+    pipe = DecodePipeline(load, batches, workers=workers, prefetch=prefetch,
+                          bad_types=bad_types, prepare=prepare)
     try:
-        exhausted = False
+        yield from pipe
+    finally:
+        pipe.close()
+
+
+class DecodePipeline:
+    """The threaded part of :func:`prepared_batches`, started on construction.
+
+    The first ``prefetch`` batches are submitted at once, so a caller can build it
+    before its consumer is ready (extraction starts decoding while onnxruntime still
+    opens its session) and hand it more batches later with :meth:`extend`.
+    :meth:`close` cancels what was not consumed.
+    """
+
+    def __init__(self, load, batches: Iterable[np.ndarray], *, workers: int = 2,
+                 prefetch: int | None = None, bad_types: tuple[type, ...] = (),
+                 prepare: Callable[[np.ndarray], PreparedBatch] | None = None):
+        self.load, self.bad_types, self.prepare = load, bad_types, prepare
+        # Per-image work is split into one chunk per worker, so that every worker helps
+        # with the batch the runtime needs next (the pipeline fills in 1/workers of a
+        # batch's time); the chunks write into one shared batch array (no concatenation).
+        self.chunks = 1 if prepare is not None else workers
+        self.depth = max(1, prefetch if prefetch is not None else 2 * workers)
+        self.pending: collections.deque = collections.deque()
+        self.submitted: list[np.ndarray] = []  # index arrays, in order (what was started)
+        self._it = iter(batches)
+        self._exhausted = False
+        # image decoders yield the CPU to inference (see _yield_to_inference); the
+        # vectorised array path is too short per batch to be worth a priority change
+        self.pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="xnetmap-decode",
+            initializer=None if prepare is not None else _yield_to_inference)
+        self._fill()
+
+    def extend(self, batches: Iterable[np.ndarray]) -> None:
+        """Batches to decode after the ones given so far."""
+        self._it = iter(batches)
+        self._exhausted = False
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self.pending) < self.depth:
+            idx = next(self._it, None)
+            if idx is None:
+                self._exhausted = True
+                return
+            idx = np.asarray(idx, dtype=np.int64)
+            self.submitted.append(idx)
+            if self.prepare is not None:
+                self.pending.append((None, [self.pool.submit(self.prepare, idx)]))
+                continue
+            shared = _SharedBatch(idx)
+            bounds = np.linspace(0, len(idx), min(self.chunks, max(len(idx), 1)) + 1)
+            bounds = bounds.astype(int)
+            self.pending.append((shared, [self.pool.submit(shared.fill, self.load, lo, hi,
+                                                           self.bad_types)
+                                          for lo, hi in zip(bounds[:-1], bounds[1:])]))
+
+    def __iter__(self) -> Iterator[PreparedBatch]:
         while True:
-            while not exhausted and len(pending) < depth:
-                idx = next(it, None)
-                if idx is None:
-                    exhausted = True
-                    break
-                if prepare is not None:
-                    pending.append((None, [pool.submit(prepare, idx)]))
-                    continue
-                idx = np.asarray(idx, dtype=np.int64)
-                shared = _SharedBatch(idx)
-                bounds = np.linspace(0, len(idx), min(chunks, max(len(idx), 1)) + 1).astype(int)
-                pending.append((shared, [pool.submit(shared.fill, load, lo, hi, bad_types)
-                                         for lo, hi in zip(bounds[:-1], bounds[1:])]))
-            if not pending:
-                break
-            shared, futs = pending.popleft()
+            self._fill()
+            if not self.pending:
+                return
+            shared, futs = self.pending.popleft()
             results = [f.result() for f in futs]
             yield results[0] if shared is None else shared.finish()
-    finally:
-        for _, futs in pending:
+
+    def close(self) -> None:
+        for _, futs in self.pending:
             for fut in futs:
                 fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _yield_to_inference() -> None:
