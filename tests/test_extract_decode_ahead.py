@@ -52,7 +52,7 @@ def test_engine_runs_the_batches_it_decoded_ahead_or_drops_them(folder):
         eng.start(model)
         eng.decode_ahead(ds, spec, units)
         first, pipe = eng._early
-        assert first == units[:4] and len(pipe.submitted) == 4  # started before ready()
+        assert first == units[:4] and len(pipe.pending) == 4  # started before ready()
         eng.ready()
         results[name] = {r.unit: r.F for r in eng.run(ds, spec, given)}
         assert eng._early is None

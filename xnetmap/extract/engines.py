@@ -142,7 +142,7 @@ class LocalEngine:
         if early is not None and units[: len(early[0])] == early[0]:
             pipe = early[1]  # decoding since before the session was ready
             pipe.extend(_indices(units[len(early[0]):]))
-            prepared = _consume(pipe)
+            prepared = pipe.consume()
         else:
             if early is not None:
                 early[1].close()
@@ -168,10 +168,3 @@ def _loader(ds, spec) -> Callable[[int], np.ndarray]:
 
 def _indices(units: list[Unit]) -> Iterator[np.ndarray]:
     return (np.arange(u.start, u.stop, dtype=np.int64) for u in units)
-
-
-def _consume(pipe: DecodePipeline) -> Iterator:
-    try:
-        yield from pipe
-    finally:
-        pipe.close()

@@ -112,12 +112,8 @@ def prepared_batches(
         for idx in batches:
             yield prepare(idx) if prepare is not None else prepare_batch(load, idx, bad_types)
         return
-    pipe = DecodePipeline(load, batches, workers=workers, prefetch=prefetch,
-                          bad_types=bad_types, prepare=prepare)
-    try:
-        yield from pipe
-    finally:
-        pipe.close()
+    yield from DecodePipeline(load, batches, workers=workers, prefetch=prefetch,
+                              bad_types=bad_types, prepare=prepare).consume()
 
 
 class DecodePipeline:
@@ -139,7 +135,6 @@ class DecodePipeline:
         self.chunks = 1 if prepare is not None else workers
         self.depth = max(1, prefetch if prefetch is not None else 2 * workers)
         self.pending: collections.deque = collections.deque()
-        self.submitted: list[np.ndarray] = []  # index arrays, in order (what was started)
         self._it = iter(batches)
         self._exhausted = False
         # image decoders yield the CPU to inference (see _yield_to_inference); the
@@ -162,7 +157,6 @@ class DecodePipeline:
                 self._exhausted = True
                 return
             idx = np.asarray(idx, dtype=np.int64)
-            self.submitted.append(idx)
             if self.prepare is not None:
                 self.pending.append((None, [self.pool.submit(self.prepare, idx)]))
                 continue
@@ -181,6 +175,13 @@ class DecodePipeline:
             shared, futs = self.pending.popleft()
             results = [f.result() for f in futs]
             yield results[0] if shared is None else shared.finish()
+
+    def consume(self) -> Iterator[PreparedBatch]:
+        """Iterate, then :meth:`close` (also when the consumer stops early)."""
+        try:
+            yield from self
+        finally:
+            self.close()
 
     def close(self) -> None:
         for _, futs in self.pending:
