@@ -43,7 +43,7 @@ def test_help_reads_like_typer_and_ends_with_exit_codes(command):
 
 
 def test_every_option_shows_its_default():
-    assert "[default: 20]" in _help("run-study") and "[default: 0.1]" in _help("run-study")
+    assert "[default: 20]" in _help("run-study") and "[default: 0.3]" in _help("run-study")
     check = _help("check")
     for flag in ("--min-agreement", "--max-acc-drop", "--max-loss", "--max-abs-diff", "--min-cka"):
         line = next(ln for ln in check.splitlines() if flag in ln)

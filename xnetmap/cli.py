@@ -35,7 +35,7 @@ EXIT_CODES = (
 BATCH_SIZE = 128
 
 #: AffineMap's defaults for the map options of fit and run-study (a test keeps them equal).
-FIT_DEFAULTS = {"epochs": 20, "lr": 0.1, "calibrate": "scalar", "init": "lstsq"}
+FIT_DEFAULTS = {"epochs": 20, "lr": 0.3, "calibrate": "scalar", "init": "lstsq"}
 
 
 def _command(name: str):
@@ -471,7 +471,12 @@ def fit_cmd(
         None, "--batch-size", help="gd minibatch rows (default: n_train/16 within 256..8192).",
     ),
     lr: float = typer.Option(
-        0.1, "--lr", help="gd step, dimensionless (times the curvature step ||y||^2/2).",
+        FIT_DEFAULTS["lr"], "--lr",
+        help="gd step, dimensionless (times the curvature step ||y||^2/2).",
+    ),
+    average: bool = typer.Option(
+        True, "--average/--last-iterate",
+        help="gd keeps the mean of each epoch's iterates (default) or the last one.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the held-out split and batch order."),
     init: str = typer.Option("lstsq", "--init", help="gd start: lstsq or zero."),
@@ -496,8 +501,8 @@ def fit_cmd(
 
     amap = fit_map(
         source_store, target_store, out, solver=solver, device=device, epochs=epochs,
-        batch_size=batch_size, lr=lr, seed=seed, init=init, calibrate=calibrate,
-        holdout=holdout, progress=None if (quiet or as_json) else progress,
+        batch_size=batch_size, lr=lr, average=average, seed=seed, init=init,
+        calibrate=calibrate, holdout=holdout, progress=None if (quiet or as_json) else progress,
     )
     m = amap.metrics_
     summary = {"map": str(out), "solver": solver, "d_in": amap.n_features_in_,

@@ -65,6 +65,10 @@ class AffineMap:
         ``1 / mean(2/||y||^2)`` in the whitened input space.
     momentum : float
         Nesterov momentum (``gd``).
+    average : bool
+        ``gd`` evaluates, and keeps, the mean of each epoch's iterates
+        (Polyak-Ruppert averaging, :mod:`xnetmap.fit.gd`) rather than the last
+        one. False keeps the last iterate, the loop before averaging (pair it with ``lr`` 0.1).
     seed : int
         Seeds the held-out split, the minibatch order and the whitening subsample.
     init : {"lstsq", "zero"}
@@ -108,8 +112,8 @@ class AffineMap:
     """
 
     def __init__(self, solver: str = "gd", device: str = "cpu", epochs: int = 20,
-                 batch_size: int | None = None, lr: float = 0.1, momentum: float = 0.5,
-                 seed: int = 0,
+                 batch_size: int | None = None, lr: float = 0.3, momentum: float = 0.5,
+                 average: bool = True, seed: int = 0,
                  init: str = "lstsq", calibrate: str = "scalar", holdout: float = 0.1,
                  alpha: float = 1e-3, patience: int = 3, whiten_rows: int = 50_000,
                  calibration_rows: int = 65_536, eps: float = EPS):
@@ -119,6 +123,7 @@ class AffineMap:
         self.batch_size = batch_size
         self.lr = lr
         self.momentum = momentum
+        self.average = average
         self.seed = seed
         self.init = init
         self.calibrate = calibrate
@@ -131,7 +136,8 @@ class AffineMap:
 
     # -- sklearn-style API -----------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
-        names = ("solver", "device", "epochs", "batch_size", "lr", "momentum", "seed", "init",
+        names = ("solver", "device", "epochs", "batch_size", "lr", "momentum", "average",
+                 "seed", "init",
                  "calibrate", "holdout", "alpha", "patience", "whiten_rows",
                  "calibration_rows", "eps")
         return {k: getattr(self, k) for k in names}
@@ -312,6 +318,7 @@ class AffineMap:
             raise InputError(f"{path}: W and b are missing or have inconsistent shapes")
         known = cls().get_params()
         params = {k: v for k, v in meta.get("params", {}).items() if k in known}
+        params.setdefault("average", False)  # maps saved before averaging existed
         obj = cls(**params)
         obj.W_, obj.b_ = W.astype(np.float32), b.astype(np.float32)
         obj.n_features_out_, obj.n_features_in_ = W.shape
@@ -384,7 +391,8 @@ class AffineMap:
         batch = int(self.batch_size) if self.batch_size is not None else \
             int(np.clip(len(train) // 16, 256, 8192))
         cfg = GDConfig(epochs=int(self.epochs), batch_size=batch, lr=float(self.lr),
-                       momentum=float(self.momentum), seed=int(self.seed),
+                       momentum=float(self.momentum), average=bool(self.average),
+                       seed=int(self.seed),
                        patience=int(self.patience), eps=float(self.eps),
                        eval_init=self.init == "lstsq",
                        profile=bool(getattr(self, "profile_gemms", False)))

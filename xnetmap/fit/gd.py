@@ -13,6 +13,15 @@ Speed comes from three choices, the same on CPU and GPU:
   about ``2/||y||^2`` across the directions orthogonal to ``y``, so the step is
   ``lr / mean(2/||y||^2)`` over the batch (``lr`` is dimensionless; 1 would jump
   to the minibatch's own Gauss-Newton solution).
+* **Averaged iterates** (Polyak-Ruppert): each epoch's held-out evaluation,
+  and the map returned, use the mean of that epoch's iterates, not the last
+  one. Near the optimum the minibatch noise dominates the error; the mean of an
+  epoch's 16+ iterates carries much less of it, so a larger step (``lr`` 0.3)
+  reaches the old loss in fewer epochs. Measured on the demo's 20 maps (real
+  features, warm start): 138 epochs and mean held-out loss 0.076629 against 191
+  epochs and 0.076668 with the last iterate at ``lr`` 0.1; on its 10,000-image
+  val stores 73 against 82 epochs and 0.084348 against 0.084881. Training
+  continues from the last iterate; the extra cost is one (d_out, d_in) sum per step.
 * **Fused per-row maths and preallocated buffers**: per step the loop calls
   two GEMMs into ``out=`` buffers, the fused bias/loss/gradient/column-sum pass
   and the in-place optimiser, and only synchronises once per epoch (evaluation).
@@ -53,7 +62,7 @@ class GDConfig:
 
     epochs: int = 20
     batch_size: int = 8192
-    lr: float = 0.1
+    lr: float = 0.3
     momentum: float = 0.5
     seed: int = 0
     patience: int = 3
@@ -64,6 +73,7 @@ class GDConfig:
     eval_init: bool = False  # evaluate the initial map and keep it if nothing beats it
     shuffle: str = "auto"  # "full" permutation, "block" windows (out-of-core), or "auto"
     profile: bool = False  # time the two GEMMs inside the loop (synchronous devices only)
+    average: bool = True  # evaluate (and keep) the mean of each epoch's iterates
 
 
 @dataclass
@@ -91,6 +101,23 @@ class _Params:
         self.gW, self.gP = xp.empty_like(self.W), xp.empty_like(self.W)
         self.gc = xp.empty_like(self.c)
         self.b = self.c - self.W @ self.m
+        self.sum_W, self.sum_c = xp.zeros_like(self.W), xp.zeros_like(self.c)
+        self.steps = 0
+
+    def start_average(self) -> None:
+        self.sum_W[...] = 0.0
+        self.sum_c[...] = 0.0
+        self.steps = 0
+
+    def add_to_average(self) -> None:
+        self.sum_W += self.W
+        self.sum_c += self.c
+        self.steps += 1
+
+    def averaged(self) -> tuple[Any, Any]:
+        """The mean of the iterates since :meth:`start_average` as ``(W, b)`` (device arrays)."""
+        W = self.sum_W / self.steps
+        return W, self.sum_c / self.steps - W @ self.m
 
 
 def whitening(cov_xx: np.ndarray, ridge: float) -> np.ndarray:
@@ -119,11 +146,14 @@ def holdout_loss(ops: Any, xp: Any, rows: np.ndarray, W: Any, b: Any, P_buf: Any
 
 
 def _train_pass(ops: Any, xp: Any, prm: _Params, batches: Any, lr: float, mu: Any,
-                P_buf: Any, lr_dev: Any) -> tuple[Any, float]:
+                P_buf: Any, lr_dev: Any, average: bool) -> tuple[Any, float]:
     """One pass over ``batches``; returns the device loss sum and GEMM seconds.
+
+    With ``average`` every iterate is added to ``prm``'s running sums (reset first).
 
     Nothing here reads a device value back to the host: every step only launches work.
     """
+    prm.start_average()
     loss_sum = xp.zeros((), np.float64)
     gemm_s = 0.0
     for A, T, aux in batches:
@@ -145,6 +175,8 @@ def _train_pass(ops: Any, xp: Any, prm: _Params, batches: Any, lr: float, mu: An
         ops.nesterov(prm.gP, lr_dev, mu, prm.W, prm.vW)
         ops.nesterov(prm.gc, lr_dev, mu, prm.c, prm.vc)
         xp.subtract(prm.c, prm.W @ prm.m, out=prm.b)
+        if average:
+            prm.add_to_average()
     return loss_sum, gemm_s
 
 
@@ -196,10 +228,12 @@ def fit_gd(X: Any, Y: Any, train: np.ndarray, hold: np.ndarray, *, mean_x: np.nd
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = ops.epoch_batches(train, rng, B)
-        loss_sum, gemm_s = _train_pass(ops, xp, prm, batches, lr, mu, P_buf, lr_dev)
-        W_h, b_h = _to_host(device, prm.W), _to_host(device, prm.b)  # the per-epoch sync
+        loss_sum, gemm_s = _train_pass(ops, xp, prm, batches, lr, mu, P_buf, lr_dev,
+                                       cfg.average)
+        W_e, b_e = prm.averaged() if cfg.average else (prm.W, prm.b)  # this epoch's map
+        W_h, b_h = _to_host(device, W_e), _to_host(device, b_e)  # the per-epoch sync
         train_time = time.perf_counter() - t0
-        hold_loss = holdout_loss(ops, xp, hold, prm.W, prm.b, P_buf, cos_buf) if len(hold) \
+        hold_loss = holdout_loss(ops, xp, hold, W_e, b_e, P_buf, cos_buf) if len(hold) \
             else np.nan
         rec = {"epoch": epoch, "train_loss": float(loss_sum) / len(train),
                "holdout_loss": float(hold_loss), "lr": lr, "epoch_seconds": train_time,
