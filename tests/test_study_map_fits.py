@@ -112,3 +112,14 @@ def test_two_threads_reading_one_store_hash_each_shard_once(zoo, monkeypatch):
         t.join()
     assert np.array_equal(out[0], out[1])
     assert sorted(calls) == sorted(set(calls))  # every shard verified once
+
+
+def test_each_source_gram_is_computed_once_and_gives_the_maps_of_separate_passes(zoo):
+    tmp, stores, _ = zoo
+    with MapFits(PAIRS, stores, tmp / "cache4", {**PARAMS, "solver": "lstsq"}, jobs=2) as fits:
+        shared = {p: fits.result(p)[0] for p in PAIRS}
+    assert fits.grams.computed == 3  # one pass per source, not one per map (6)
+    for p in PAIRS:
+        alone, _ = fit_cached(stores[p[0]], stores[p[1]], tmp / "cache5",
+                              {**PARAMS, "solver": "lstsq"})
+        np.testing.assert_allclose(shared[p].W_, alone.W_, rtol=1e-4, atol=1e-6)

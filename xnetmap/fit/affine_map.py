@@ -150,7 +150,7 @@ class AffineMap:
         return self
 
     def fit(self, X: Any, Y: Any, *, rows: np.ndarray | None = None,
-            progress: Any = None) -> AffineMap:
+            progress: Any = None, source_gram: Any = None) -> AffineMap:
         """Fit the map on paired rows.
 
         Parameters
@@ -163,6 +163,9 @@ class AffineMap:
             Use only these rows (e.g. the unmasked ones); default all.
         progress : callable, optional
             Called with each ``gd`` epoch record (dict) as it finishes.
+        source_gram : SourceGram, optional
+            ``X``'s Gram sums shared with other maps from the same source
+            (:meth:`xnetmap.fit.gram_cache.GramCache.source`; ``X`` must be that source).
 
         Returns
         -------
@@ -196,7 +199,8 @@ class AffineMap:
         hold = np.sort(shuffled[:n_hold])
         train = np.sort(shuffled[n_hold:])
 
-        W, b, history, extra = self._solve(X, Y, train, hold, rng, progress)
+        gram = source_gram.gram(X, train) if source_gram is not None else None
+        W, b, history, extra = self._solve(X, Y, train, hold, rng, progress, gram)
         cal_rows = train if len(train) <= self.calibration_rows else \
             np.sort(rng.choice(train, self.calibration_rows, replace=False))
         cal = fit_calibration(self.calibrate, X, Y, cal_rows, W, b)
@@ -218,13 +222,15 @@ class AffineMap:
         return self
 
     def fit_stores(self, source_store: Any, target_store: Any, *,
-                   progress: Any = None) -> AffineMap:
+                   progress: Any = None, grams: Any = None) -> AffineMap:
         """Fit on two feature stores (paths or ``FeatureStore``) paired by sample id.
 
         Rows masked (unreadable) in either store are skipped; the stores' model
-        digests go into the map's metadata. See :func:`xnetmap.fit.fit_map`.
+        digests go into the map's metadata. ``grams``: a
+        :class:`~xnetmap.fit.gram_cache.GramCache` shared by the fits of one study.
+        See :func:`xnetmap.fit.fit_map`.
         """
-        return fit_on_stores(self, source_store, target_store, progress=progress)
+        return fit_on_stores(self, source_store, target_store, progress=progress, grams=grams)
 
     def transform(self, X: Any) -> np.ndarray:
         """Map source features.
@@ -362,12 +368,12 @@ class AffineMap:
         return lambda A, P: apply_norm(cal, A, P, self.eps)
 
     def _solve(self, X: Any, Y: Any, train: np.ndarray, hold: np.ndarray,
-               rng: np.random.Generator,
-               progress: Any) -> tuple[np.ndarray, np.ndarray, list, dict]:
+               rng: np.random.Generator, progress: Any,
+               gram: Any = None) -> tuple[np.ndarray, np.ndarray, list, dict]:
 
         if self.solver in ("lstsq", "ridge", "procrustes"):
             t0 = time.perf_counter()
-            m = accumulate_moments(X, Y, train)
+            m = accumulate_moments(X, Y, train, gram=gram)
             if self.solver == "procrustes":
                 W, b, extra = solve_procrustes(m)
             else:
@@ -380,7 +386,7 @@ class AffineMap:
         t0 = time.perf_counter()
         init_solve = None
         if self.init == "lstsq":
-            m = accumulate_moments(X, Y, train)
+            m = accumulate_moments(X, Y, train, gram=gram)
             W0, b0, init_solve = solve_ridge(m, 0.0)
         else:
             sub = train if len(train) <= self.whiten_rows else \

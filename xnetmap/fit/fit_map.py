@@ -11,7 +11,7 @@ from .store_rows import fit_on_stores
 
 
 def fit_map(source_store: Any, target_store: Any, out_path: str | os.PathLike | None = None,
-            *, progress: Any = None, **params: Any) -> AffineMap:
+            *, progress: Any = None, grams: Any = None, **params: Any) -> AffineMap:
     """Fit ``M: source features -> target features`` and (optionally) save it.
 
     Parameters
@@ -22,6 +22,8 @@ def fit_map(source_store: Any, target_store: Any, out_path: str | os.PathLike | 
         Where to write the ``.npz`` map file.
     progress : callable, optional
         Receives each ``gd`` epoch record.
+    grams : GramCache, optional
+        Source Gram sums shared by several fits (:mod:`xnetmap.fit.gram_cache`).
     **params
         :class:`AffineMap` hyperparameters.
 
@@ -37,7 +39,7 @@ def fit_map(source_store: Any, target_store: Any, out_path: str | os.PathLike | 
         features hold NaN/inf.
     """
     amap = AffineMap(**params)
-    fit_on_stores(amap, source_store, target_store, progress=progress)
+    fit_on_stores(amap, source_store, target_store, progress=progress, grams=grams)
     if out_path is not None:
         amap.save(Path(out_path))
     return amap

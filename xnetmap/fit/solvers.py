@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import blas
-from .rows import iter_pairs
+from .rows import iter_chunks, iter_pairs
 
 
 @dataclass
@@ -50,28 +50,73 @@ class Moments:
     cov_xy: np.ndarray | None
 
 
-def accumulate_moments(X: Any, Y: Any, rows: np.ndarray, *, cross: bool = True) -> Moments:
-    """Stream ``rows`` of ``X`` (source) and ``Y`` (target) into float64 moments."""
+@dataclass
+class Gram:
+    """The source side of :class:`Moments`: what every map from one source shares.
+
+    Float64 sums over ``n`` rows of ``a - shift`` (``shift``: the first chunk's mean):
+    ``total`` (d_in,) and ``sxx`` (d_in, d_in). See :func:`accumulate_gram`.
+    """
+
+    n: int
+    shift: np.ndarray
+    total: np.ndarray
+    sxx: np.ndarray
+
+
+def accumulate_gram(X: Any, rows: np.ndarray) -> Gram:
+    """Stream ``rows`` of ``X`` into the shifted float64 sums of :class:`Gram`."""
+    d_in = X.shape[1]
+    sxx, total, shift, n = np.zeros((d_in, d_in)), np.zeros(d_in), None, 0
+    for _, a in iter_chunks(X, rows):
+        a64 = a.astype(np.float64)
+        if shift is None:
+            shift = a64.mean(axis=0)
+        a64 -= shift
+        sxx += a64.T @ a64
+        total += a64.sum(axis=0)
+        n += len(a64)
+    if n == 0:
+        raise InputError("no usable rows to fit on (all rows masked, zero or held out)")
+    return Gram(n, shift, total, sxx)
+
+
+def accumulate_moments(X: Any, Y: Any, rows: np.ndarray, *, cross: bool = True,
+                       gram: Gram | None = None) -> Moments:
+    """Stream ``rows`` of ``X`` (source) and ``Y`` (target) into float64 moments.
+
+    ``gram``: the source's :func:`accumulate_gram` over the same ``rows``, computed
+    once for every target of one source (the study's K(K-1) maps then cost K Gram
+    passes and K(K-1) cross products); the pass here then skips ``X^T X``.
+    """
     d_in, d_out = X.shape[1], Y.shape[1]
-    sxx = np.zeros((d_in, d_in))
+    if gram is not None and gram.n != len(rows):
+        raise ValueError(f"the Gram sums cover {gram.n} rows, not these {len(rows)}")
+    sxx = np.zeros((d_in, d_in)) if gram is None else gram.sxx
     sxy = np.zeros((d_in, d_out)) if cross else None
-    sx, sy = np.zeros(d_in), np.zeros(d_out)
-    shift_x = shift_y = None
+    sx, sy = (np.zeros(d_in) if gram is None else gram.total), np.zeros(d_out)
+    shift_x = None if gram is None else gram.shift
+    shift_y = None
     n = 0
     # the chunks are bounded by bytes (rows.chunk_rows): their float64 copies stay ~64 MB
     for _, a, y in iter_pairs(X, Y, rows):
-        a64 = a.astype(np.float64)
         y64 = y.astype(np.float64)
-        if shift_x is None:
-            shift_x, shift_y = a64.mean(axis=0), y64.mean(axis=0)
-        a64 -= shift_x
+        if shift_y is None:
+            shift_y = y64.mean(axis=0)
         y64 -= shift_y
-        sxx += a64.T @ a64
+        sy += y64.sum(axis=0)
+        n += len(y64)
+        if gram is not None and not cross:
+            continue
+        a64 = a.astype(np.float64)
+        if shift_x is None:
+            shift_x = a64.mean(axis=0)
+        a64 -= shift_x
+        if gram is None:
+            sxx += a64.T @ a64
+            sx += a64.sum(axis=0)
         if cross:
             sxy += a64.T @ y64
-        sx += a64.sum(axis=0)
-        sy += y64.sum(axis=0)
-        n += len(a64)
     if n == 0:
         raise InputError("no usable rows to fit on (all rows masked, zero or held out)")
     mx, my = sx / n, sy / n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,8 +80,12 @@ def check_ids(src_ids: list[str], tgt_ids: list[str], src_name: str, tgt_name: s
 
 
 def fit_on_stores(amap: Any, source_store: Any, target_store: Any, *,
-                  progress: Any = None) -> Any:
-    """Fit ``amap`` on two stores (ids checked, rows masked in either store skipped)."""
+                  progress: Any = None, grams: Any = None) -> Any:
+    """Fit ``amap`` on two stores (ids checked, rows masked in either store skipped).
+
+    ``grams`` (a :class:`~xnetmap.fit.gram_cache.GramCache`) shares the source's Gram
+    sums with the other fits from the same store folder.
+    """
     src, tgt = open_store(source_store), open_store(target_store)
     src_name = str(getattr(src, "path", "source store"))
     tgt_name = str(getattr(tgt, "path", "target store"))
@@ -89,7 +94,10 @@ def fit_on_stores(amap: Any, source_store: Any, target_store: Any, *,
     rows = np.flatnonzero(~masked).astype(np.int64)
     if len(rows) == 0:
         raise InputError(f"every sample is masked (unreadable) in {src_name} or {tgt_name}")
-    amap.fit(as_matrix(src), as_matrix(tgt), rows=rows, progress=progress)
+    src_path = getattr(src, "path", None)
+    shared = None if grams is None or src_path is None else \
+        grams.source(str(Path(src_path).resolve()))
+    amap.fit(as_matrix(src), as_matrix(tgt), rows=rows, progress=progress, source_gram=shared)
     amap.info_["n_masked"] = int(masked.sum())
     amap.provenance_ = {
         "source_model_sha256": getattr(src, "model_sha256", None),

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..cache import MAPS, cache_root, content_key, slug
 from ..fit import AffineMap, blas, fit_map
+from ..fit.gram_cache import GramCache
 from ..runtime import cpu_count
 from .classifiers import store_identity
 from .settings import StudySettings
@@ -44,9 +45,11 @@ def map_cache_key(src_store, tgt_store, fit_params: dict) -> str:
     return content_key("map/2", store_identity(src_store), store_identity(tgt_store), params)
 
 
-def fit_cached(src_store, tgt_store, cache, fit_params: dict,
-               progress: Any = None) -> tuple[AffineMap, Path]:
+def fit_cached(src_store, tgt_store, cache, fit_params: dict, progress: Any = None,
+               grams: GramCache | None = None) -> tuple[AffineMap, Path]:
     """Fit ``M`` from ``src_store`` to ``tgt_store``, or load the map fitted before.
+
+    ``grams`` shares each source's Gram sums between the fits (:mod:`xnetmap.fit.gram_cache`).
 
     Returns
     -------
@@ -58,7 +61,8 @@ def fit_cached(src_store, tgt_store, cache, fit_params: dict,
     if path.exists():
         return AffineMap.load(path), path
     path.parent.mkdir(parents=True, exist_ok=True)
-    return fit_map(src_store, tgt_store, path, progress=progress, **fit_params), path
+    return fit_map(src_store, tgt_store, path, progress=progress, grams=grams,
+                   **fit_params), path
 
 
 def fit_jobs(fit_params: dict) -> int:
@@ -98,6 +102,7 @@ class MapFits:
         self.cache, self.fit_params = cache, fit_params
         self.jobs = fit_jobs(fit_params) if jobs is None else max(1, int(jobs))
         self._stop = threading.Event()
+        self.grams = GramCache()  # X^T X once per source, not once per map
         self._futures: dict[tuple[int, int], Future] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._limit: Any = None
@@ -112,7 +117,7 @@ class MapFits:
 
     def _fit(self, key: tuple[int, int]) -> tuple[AffineMap, Path]:
         return fit_cached(self.stores[key[0]], self.stores[key[1]], self.cache,
-                          self.fit_params, progress=self._check)
+                          self.fit_params, progress=self._check, grams=self.grams)
 
     def _check(self, _record: dict) -> None:
         if self._stop.is_set():
