@@ -125,7 +125,8 @@ class EarlyFits:
         if exc_type is None:
             self.finish()
             return
-        for proc in list(getattr(self._pool, "_processes", {}).values()):
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        for proc in procs:
             proc.terminate()  # an error or Ctrl-C: do not wait for a fit nobody will read
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
