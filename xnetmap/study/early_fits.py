@@ -125,8 +125,7 @@ class EarlyFits:
         if exc_type is None:
             self.finish()
             return
-        procs = list((getattr(self._pool, "_processes", None) or {}).values())
-        for proc in procs:
+        for proc in list(getattr(self._pool, "_processes", {}).values()):
             proc.terminate()  # an error or Ctrl-C: do not wait for a fit nobody will read
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
