@@ -113,15 +113,12 @@ def check_same_samples(stores, names, role: str) -> None:
 
 def prepare_models(infos: list[ModelInfo], names: list[str], val_ds, train_ds,
                    settings: StudySettings, cache, device: str,
-                   say: Callable[[str], Any] | None = None,
-                   train_ready: Callable[[int, FeatureStore], Any] | None = None,
-                   ) -> list[PreparedModel]:
+                   say: Callable[[str], Any] | None = None) -> list[PreparedModel]:
     """Split every model (cached) and extract its val (and train) features (cached, resumable).
 
     ``say(message)`` starts a step; when ``say`` has ``advance(done, total)``
     it gets extract's row counts, and ``finish(note)`` ends a step served from
     the cache (see xnetmap.progress). A plain function gets one line per step.
-    ``train_ready(index, store)`` is called as each model's training store is complete.
     """
     say = say or (lambda _m: None)
     datasets = [("val", val_ds)] + ([("train", train_ds)] if train_ds is not None else [])
@@ -145,8 +142,6 @@ def prepare_models(infos: list[ModelInfo], names: list[str], val_ds, train_ds,
                 finish("(cached)")
             stores[role] = store
         out.append(PreparedModel(name, info, split, stores["val"], stores.get("train")))
-        if train_ready is not None and "train" in stores:
-            train_ready(len(out) - 1, stores["train"])
     for role, _ds in datasets:
         check_same_samples([p.val_store if role == "val" else p.train_store for p in out],
                            names, role)

@@ -25,9 +25,7 @@ from ..data import open_dataset
 from ..errors import UsageError
 from ..runtime import resolve_device
 from .classifiers import choose_classifiers
-from .early_fits import EarlyFits, early_fits_enabled
 from .labels import check_label_space, place_classes, place_on_train, shared_labels
-from .maps import map_fit_params
 from .prepare import model_names, prepare_models, read_models, run_notes, train_val_overlap
 from .scores import cka_sample_note, score_native, score_pairs, val_features
 from .settings import StudySettings
@@ -156,12 +154,8 @@ def run_study(models, *, val, train=None, names: list[str] | None = None,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     need_train = bool(pairs) or settings.head == "probe"
-    fit_params = map_fit_params(settings, device)
-    with EarlyFits(pairs, cache_dir, fit_params,
-                   enabled=early_fits_enabled(fit_params, settings.engine)) as early:
-        prepared = prepare_models(infos, names, val_ds, train_ds if need_train else None,
-                                  settings, cache_dir, device, say, early.train_ready)
-        early.finish()
+    prepared = prepare_models(infos, names, val_ds, train_ds if need_train else None,
+                              settings, cache_dir, device, say)
     notes = run_notes(prepared) + notes
     timings["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
