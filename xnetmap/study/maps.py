@@ -6,9 +6,12 @@ cosine loss and its gradient, the minibatch gathers) between its two GEMMs, so
 two fits with half the BLAS threads each keep both cores busy (measured here:
 the demo's 20 maps in 4.5-5.3 s instead of 6.6-7.2 s, 2 cores).
 
-Fitting while the study still extracts, in a thread at the lowest priority, was
-tried and measured worse: the demo's extraction went from 18.6 s to 24.7 s
-(onnxruntime on both cores leaves little, and the fits' memory traffic slows it).
+Fitting while the study still extracts was tried twice and measured worse: in a
+thread at the lowest priority the demo's extraction went from 18.6 s to 24.7 s
+(onnxruntime on both cores leaves little, and the fits' memory traffic slows it);
+in a child process at nice 19 fed each pair as its stores were written, the
+cold demo study took 33.9/35.4/32.0 s against 30.4/32.9/32.2 s without
+(alternating runs; extraction +2.8 s on average, the map stage -0.9 s).
 """
 
 from __future__ import annotations
