@@ -123,3 +123,12 @@ def test_each_source_gram_is_computed_once_and_gives_the_maps_of_separate_passes
         alone, _ = fit_cached(stores[p[0]], stores[p[1]], tmp / "cache5",
                               {**PARAMS, "solver": "lstsq"})
         np.testing.assert_allclose(shared[p].W_, alone.W_, rtol=1e-4, atol=1e-6)
+
+
+def test_a_source_with_one_map_keeps_the_one_pass_moments(zoo):
+    tmp, stores, _ = zoo
+    with MapFits([(0, 1), (1, 0)], stores, tmp / "cache6", {**PARAMS, "solver": "lstsq"},
+                 jobs=2) as fits:
+        fits.result((0, 1))
+        fits.result((1, 0))
+    assert fits.grams.computed == 0  # a check's two maps: no separate Gram pass

@@ -106,6 +106,10 @@ class MapFits:
         self.jobs = fit_jobs(fit_params) if jobs is None else max(1, int(jobs))
         self._stop = threading.Event()
         self.grams = GramCache()  # X^T X once per source, not once per map
+        # a source with one map gains nothing from a separate Gram pass (one more read of
+        # its rows): its fit keeps the one-pass moments (a check's two maps, for one)
+        sources = [i for i, _ in self.pairs]
+        self._shared = {i for i in sources if sources.count(i) > 1}
         self._futures: dict[tuple[int, int], Future] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._limit: Any = None
@@ -120,7 +124,8 @@ class MapFits:
 
     def _fit(self, key: tuple[int, int]) -> tuple[AffineMap, Path]:
         return fit_cached(self.stores[key[0]], self.stores[key[1]], self.cache,
-                          self.fit_params, progress=self._check, grams=self.grams)
+                          self.fit_params, progress=self._check,
+                          grams=self.grams if key[0] in self._shared else None)
 
     def _check(self, _record: dict) -> None:
         if self._stop.is_set():
